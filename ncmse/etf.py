@@ -1,0 +1,104 @@
+"""Simplex equiangular tight frames (ETFs), orthogonal frames and the subspace 1^⊥.
+
+Conventions (DESIGN.md): K classes, C = I_K − 11ᵀ/K is the centring matrix, whose range is 1^⊥.
+A *simplex ETF* is a set of K vectors whose Gram matrix is a positive multiple of C: equal lengths,
+pairwise cosines −1/(K−1).  Used by the chapter "Global optimality for d ≥ K−1".
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = [
+    "centering_matrix",
+    "centering_basis",
+    "simplex_etf",
+    "orthogonal_frame",
+    "random_orthonormal",
+    "is_simplex_etf",
+]
+
+
+def centering_matrix(K: int, *, dtype=torch.float64, device=None) -> torch.Tensor:
+    """C = I_K − 11ᵀ/K, shape (K, K): the orthogonal projector onto 1^⊥."""
+    _check_K(K)
+    return torch.eye(K, dtype=dtype, device=device) - torch.full((K, K), 1.0 / K, dtype=dtype, device=device)
+
+
+def centering_basis(K: int, *, dtype=torch.float64, device=None) -> torch.Tensor:
+    """An orthonormal basis U of 1^⊥, shape (K, K−1), with U Uᵀ = C and Uᵀ U = I_{K−1}.
+
+    Deterministic (Helmert's construction): column j is proportional to (1, …, 1, −j, 0, …, 0)
+    with j ones, so that results built on it are reproducible without a seed.
+    """
+    _check_K(K)
+    U = torch.zeros(K, K - 1, dtype=dtype, device=device)
+    for j in range(1, K):
+        U[:j, j - 1] = 1.0
+        U[j, j - 1] = -float(j)
+        U[:, j - 1] /= math.sqrt(j * (j + 1))
+    return U
+
+
+def simplex_etf(K: int, d: int | None = None, *, R: torch.Tensor | None = None, dtype=torch.float64,
+                device=None) -> torch.Tensor:
+    """Rows of unit length forming a simplex ETF in R^d, shape (K, d).
+
+    Gram matrix = K/(K−1) · C (unit norms, cosines −1/(K−1)).  Needs d ≥ K−1.  ``R`` (d, K−1) with
+    orthonormal columns places the frame in R^d (default: the first K−1 coordinate axes).
+    """
+    _check_K(K)
+    d = K - 1 if d is None else d
+    if d < K - 1:
+        raise ValueError(f"a simplex ETF of K={K} vectors needs d ≥ K−1 = {K - 1}, got d={d}")
+    U = centering_basis(K, dtype=dtype, device=device) * math.sqrt(K / (K - 1))
+    R = _embedding(d, K - 1, R, dtype, device)
+    return U @ R.T
+
+
+def orthogonal_frame(K: int, d: int | None = None, *, R: torch.Tensor | None = None, dtype=torch.float64,
+                     device=None) -> torch.Tensor:
+    """K orthonormal rows in R^d, shape (K, d) (needs d ≥ K): the no-bias minimizer's geometry."""
+    _check_K(K)
+    d = K if d is None else d
+    if d < K:
+        raise ValueError(f"an orthogonal frame of K={K} vectors needs d ≥ K, got d={d}")
+    return _embedding(d, K, R, dtype, device).T.clone()
+
+
+def random_orthonormal(d: int, r: int, *, generator: torch.Generator | None = None, dtype=torch.float64,
+                       device=None) -> torch.Tensor:
+    """A Haar-random d×r matrix with orthonormal columns (QR of a Gaussian, signs fixed)."""
+    if not 0 <= r <= d:
+        raise ValueError(f"need 0 ≤ r ≤ d, got r={r}, d={d}")
+    G = torch.randn(d, r, generator=generator, dtype=dtype, device=device)
+    Q, Rr = torch.linalg.qr(G)
+    return Q * torch.sign(torch.diagonal(Rr)).where(torch.diagonal(Rr) != 0, torch.ones((), dtype=dtype))
+
+
+def is_simplex_etf(V: torch.Tensor, *, atol: float = 1e-8) -> bool:
+    """Whether the rows of V (K, d) form a simplex ETF up to scale: V Vᵀ ∝ C."""
+    K = V.shape[0]
+    G = V @ V.T
+    scale = torch.trace(G) / (K - 1)
+    if scale <= 0:
+        return False
+    return bool(torch.allclose(G / scale, centering_matrix(K, dtype=G.dtype, device=G.device), atol=atol))
+
+
+def _embedding(d: int, r: int, R, dtype, device) -> torch.Tensor:
+    if R is None:
+        return torch.eye(d, r, dtype=dtype, device=device)
+    R = torch.as_tensor(R, dtype=dtype, device=device)
+    if R.shape != (d, r):
+        raise ValueError(f"R must have shape ({d}, {r}), got {tuple(R.shape)}")
+    if not torch.allclose(R.T @ R, torch.eye(r, dtype=dtype, device=device), atol=1e-10):
+        raise ValueError("R must have orthonormal columns")
+    return R
+
+
+def _check_K(K: int) -> None:
+    if not isinstance(K, int) or K < 2:
+        raise ValueError(f"K (number of classes) must be an integer ≥ 2, got {K!r}")

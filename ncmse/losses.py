@@ -1,0 +1,90 @@
+"""Sample losses in one convention, shared by the UFM (``ncmse.ufm``) and by training.
+
+For logits z ∈ R^K of a sample of class k (DESIGN.md, "Notation"):
+
+* MSE            ℓ(z, k) = ½‖z − e_k‖²
+* rescaled MSE   ℓ(z, k) = ½[α(z_k − M)² + Σ_{j≠k} z_j²]   (Hui & Belkin, 2021; α = M = 1 is MSE)
+* cross-entropy  ℓ(z, k) = −log softmax(z)_k
+
+Relation to PyTorch: ``torch.nn.MSELoss()(z, one_hot)`` averages (z_j − y_j)² over all N·K entries
+without the ½, so it equals (2/K) times the mean of our MSE.  A network trained with
+``nn.MSELoss`` and weight decay λ therefore corresponds to the UFM with regularization λ·K/2 in our
+normalization.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "rescaled_mse",
+    "rescaled_mse_grad",
+    "mse",
+    "cross_entropy",
+    "RescaledMSELoss",
+    "loss_module",
+]
+
+
+def _check_rescaling(alpha: float, M: float) -> None:
+    if not alpha > 0:
+        raise ValueError(f"alpha must be > 0, got {alpha}")
+    if not M > 0:
+        raise ValueError(f"M must be > 0, got {M}")
+
+
+def rescaled_mse(logits: torch.Tensor, labels: torch.Tensor, alpha: float = 1.0, M: float = 1.0) -> torch.Tensor:
+    """Per-sample rescaled MSE ½[α(z_k − M)² + Σ_{j≠k} z_j²].
+
+    logits: (..., N, K); labels: (N,) integers in [0, K).  Returns (..., N).
+    """
+    _check_rescaling(alpha, M)
+    target = F.one_hot(labels, logits.shape[-1]).to(logits.dtype)
+    weight = 1.0 + (alpha - 1.0) * target
+    return 0.5 * (weight * (logits - M * target) ** 2).sum(-1)
+
+
+def rescaled_mse_grad(logits: torch.Tensor, labels: torch.Tensor, alpha: float = 1.0,
+                      M: float = 1.0) -> torch.Tensor:
+    """∂ℓ/∂z of :func:`rescaled_mse`, shape (..., N, K): ω ⊙ (z − M e_k) with ω_k = α, ω_{j≠k} = 1."""
+    _check_rescaling(alpha, M)
+    target = F.one_hot(labels, logits.shape[-1]).to(logits.dtype)
+    return (1.0 + (alpha - 1.0) * target) * (logits - M * target)
+
+
+def mse(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-sample ½‖z − e_k‖², shape (..., N)."""
+    return rescaled_mse(logits, labels, 1.0, 1.0)
+
+
+def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-sample −log softmax(z)_k, shape (..., N)."""
+    return -torch.log_softmax(logits, dim=-1).gather(-1, labels.expand(logits.shape[:-1]).unsqueeze(-1)).squeeze(-1)
+
+
+class RescaledMSELoss(nn.Module):
+    """Mean over samples of :func:`rescaled_mse` (our convention, *not* ``nn.MSELoss``)."""
+
+    def __init__(self, alpha: float = 1.0, M: float = 1.0):
+        super().__init__()
+        _check_rescaling(alpha, M)
+        self.alpha, self.M = float(alpha), float(M)
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return rescaled_mse(logits, labels, self.alpha, self.M).mean()
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}, M={self.M}"
+
+
+def loss_module(name: str, alpha: float = 1.0, M: float = 1.0) -> nn.Module:
+    """The training loss by name: ``"mse"``, ``"rmse"`` (rescaled, with α and M) or ``"ce"``."""
+    if name == "mse":
+        return RescaledMSELoss(1.0, 1.0)
+    if name == "rmse":
+        return RescaledMSELoss(alpha, M)
+    if name == "ce":
+        return nn.CrossEntropyLoss()
+    raise ValueError(f"unknown loss {name!r}; expected one of 'mse', 'rmse', 'ce'")

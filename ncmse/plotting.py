@@ -1,0 +1,76 @@
+"""One figure style for the whole book: call :func:`use_style` once at the top of a chapter.
+
+Colour-blind-safe palette (seaborn ``colorblind``), lower-case axis labels with units where there are
+units, no titles (the caption says it), one figure size.
+"""
+
+from __future__ import annotations
+
+import matplotlib as mpl
+import matplotlib.pyplot as plt
+import numpy as np
+import seaborn as sns
+
+__all__ = ["use_style", "PALETTE", "FIGSIZE", "gram_heatmap", "subplots", "markdown_table"]
+
+PALETTE = sns.color_palette("colorblind")
+FIGSIZE = (6.4, 3.6)
+
+
+def use_style() -> None:
+    """Set seaborn/matplotlib defaults for every figure of the book."""
+    sns.set_theme(context="notebook", style="ticks", palette=PALETTE, font_scale=0.9)
+    mpl.rcParams.update({
+        "figure.figsize": FIGSIZE,
+        "figure.dpi": 110,
+        "savefig.dpi": 150,
+        "savefig.bbox": "tight",
+        "axes.spines.top": False,
+        "axes.spines.right": False,
+        "axes.grid": True,
+        "grid.alpha": 0.3,
+        "legend.frameon": False,
+        "image.cmap": "viridis",
+    })
+
+
+def subplots(nrows: int = 1, ncols: int = 1, *, width: float | None = None, height: float | None = None,
+             **kwargs):
+    """``plt.subplots`` with the book's figure size scaled to the grid, constrained layout on."""
+    w = width or FIGSIZE[0]
+    h = height or FIGSIZE[1] * (nrows if nrows > 1 else 1)
+    return plt.subplots(nrows, ncols, figsize=(w, h), layout="constrained", **kwargs)
+
+
+def gram_heatmap(ax, G, *, vmax: float | None = None, label: str | None = None, colorbar: bool = True):
+    """Draw a (K, K) Gram matrix with a diverging, zero-centred colour map and class indices on the axes."""
+    G = np.asarray(G, dtype=float)
+    vmax = vmax or float(np.abs(G).max()) or 1.0
+    im = ax.imshow(G, cmap="RdBu_r", vmin=-vmax, vmax=vmax)
+    K = G.shape[0]
+    ticks = np.arange(K) if K <= 10 else np.arange(0, K, max(1, K // 5))
+    ax.set_xticks(ticks)
+    ax.set_yticks(ticks)
+    ax.set_xlabel("class k′")
+    ax.set_ylabel("class k")
+    ax.grid(False)
+    if colorbar:
+        cb = ax.figure.colorbar(im, ax=ax, shrink=0.8)
+        if label:
+            cb.set_label(label)
+    return im
+
+
+def markdown_table(rows, columns, formats=None) -> str:
+    """A Markdown table of ``rows`` (sequences) under ``columns``; ``formats`` gives a format spec per
+    column (None: ``str``).  Display it with ``IPython.display.Markdown``."""
+    formats = formats or [None] * len(columns)
+    if len(formats) != len(columns):
+        raise ValueError("need one format per column")
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        if len(row) != len(columns):
+            raise ValueError(f"row {row!r} has {len(row)} entries, expected {len(columns)}")
+        cells = [str(v) if f is None else format(v, f) for v, f in zip(row, formats, strict=True)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

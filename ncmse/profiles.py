@@ -1,0 +1,50 @@
+"""Profiles: one knob that sizes every chapter (DESIGN.md, "Profiles").
+
+* ``smoke``: CI's papermill run: tiny sizes, every code path, the same assertions; seconds a chapter.
+* ``cpu``: the default book build on a laptop CPU: meaningful figures, the whole book well under 30 min.
+* ``paper``: the paper's own settings where it has them (GPU hours for the deep-network chapters).
+
+Chapters read their sizes from :func:`settings`, never from literals in the notebook.
+"""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+
+__all__ = ["PROFILES", "DEFAULT_PROFILE", "check_profile", "settings", "describe"]
+
+PROFILES = ("smoke", "cpu", "paper")
+DEFAULT_PROFILE = "cpu"
+
+_SETTINGS = {
+    # Chapter "Global optimality for d ≥ K−1" (book/ufm_global_optimality.md).
+    "ufm_global": {
+        "smoke": dict(K=4, n=5, d=4, lambda_W=5e-3, lambda_H=5e-3, n_init=16,
+                      phase_K=4, phase_n=5, phase_grid=6, phase_n_init=2, bias_K=4, bias_n=5, bias_grid=5),
+        "cpu": dict(K=10, n=20, d=16, lambda_W=5e-4, lambda_H=5e-4, n_init=64,
+                    phase_K=4, phase_n=10, phase_grid=14, phase_n_init=3, bias_K=6, bias_n=10, bias_grid=14),
+        "paper": dict(K=10, n=100, d=32, lambda_W=5e-4, lambda_H=5e-4, n_init=256,
+                      phase_K=10, phase_n=20, phase_grid=24, phase_n_init=4, bias_K=10, bias_n=20, bias_grid=24),
+    },
+}
+
+
+def check_profile(profile: str) -> str:
+    """Return ``profile`` if it is known, else raise a ValueError listing the known ones."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; expected one of {', '.join(PROFILES)}")
+    return profile
+
+
+def settings(chapter: str, profile: str) -> MappingProxyType:
+    """Read-only sizes for ``chapter`` at ``profile``."""
+    check_profile(profile)
+    if chapter not in _SETTINGS:
+        raise ValueError(f"no settings for chapter {chapter!r}; known: {', '.join(_SETTINGS)}")
+    return MappingProxyType(dict(_SETTINGS[chapter][profile]))
+
+
+def describe(chapter: str, profile: str) -> str:
+    """One Markdown line telling the reader which profile produced the page, with its sizes."""
+    sizes = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in settings(chapter, profile).items())
+    return f"**Executed at profile `{profile}`** ({sizes}). See the status page for timings."

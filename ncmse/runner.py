@@ -1,0 +1,247 @@
+"""Execute every chapter with papermill at a profile, then build the HTML book (Jupyter Book 1.x).
+
+Chapters are MyST-markdown notebooks (jupytext) under ``book/``; pages without a ``kernelspec`` are
+plain Markdown.  Executed notebooks are written to ``_build/stage/`` (a copy of the book's sources with
+each notebook replaced by its executed ``.ipynb``), never over the sources; the site is built from that
+stage with execution off, strictly (``-W -n --keep-going``), into ``_build/html``.
+
+Per-chapter timings go to ``_build/timings.json``; the status page (``book/status.md``) gets a table of
+them, with the device and package versions, in the stage.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from pathlib import Path
+
+import yaml
+
+from .profiles import DEFAULT_PROFILE, check_profile
+
+__all__ = ["ROOT", "toc_files", "is_notebook", "execute_chapter", "build_book", "run", "ChapterResult"]
+
+ROOT = Path(__file__).resolve().parent.parent
+STATUS_MARKER = "<!-- status-table -->"
+PACKAGES = ("torch", "torchvision", "numpy", "matplotlib", "seaborn", "papermill", "jupytext",
+            "jupyter-book", "myst-nb", "sphinx")
+
+
+@dataclass
+class ChapterResult:
+    chapter: str          # toc entry, e.g. "book/ufm_global_optimality"
+    profile: str
+    seconds: float
+    ok: bool
+    error: str = ""
+    finished: str = ""    # UTC time stamp
+    device: str = ""
+
+
+def toc_files(root: Path = ROOT) -> list[str]:
+    """All ``file`` entries of ``_toc.yml`` (root first), without extension, in reading order."""
+    toc = yaml.safe_load((root / "_toc.yml").read_text())
+    out = [toc["root"]]
+
+    def walk(node):
+        if isinstance(node, dict):
+            if "file" in node:
+                out.append(node["file"])
+            for key in ("parts", "chapters", "sections"):
+                for child in node.get(key, []) or []:
+                    walk(child)
+        elif isinstance(node, list):
+            for child in node:
+                walk(child)
+
+    walk(toc)
+    return out
+
+
+def source_of(entry: str, root: Path = ROOT) -> Path:
+    """The source file of a toc entry (``.md`` or ``.ipynb``); errors if missing or ambiguous."""
+    found = [root / f"{entry}{ext}" for ext in (".md", ".ipynb") if (root / f"{entry}{ext}").exists()]
+    if not found:
+        raise FileNotFoundError(f"_toc.yml lists {entry!r} but neither {entry}.md nor {entry}.ipynb exists")
+    if len(found) > 1:
+        raise ValueError(f"{entry} exists both as .md and .ipynb; keep one source per chapter")
+    return found[0]
+
+
+def is_notebook(path: Path) -> bool:
+    """Whether a source is a notebook: an ``.ipynb``, or Markdown whose front matter has a kernelspec."""
+    if path.suffix == ".ipynb":
+        return True
+    text = path.read_text()
+    if not text.startswith("---"):
+        return False
+    end = text.find("\n---", 3)
+    front = yaml.safe_load(text[3:end]) if end > 0 else None
+    return isinstance(front, dict) and "kernelspec" in front
+
+
+def device_description() -> str:
+    """The machine that executes the chapters: CPU model and core count, and the GPU if any."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    desc = f"{cpu}, {os.cpu_count()} cores"
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            desc += f"; GPU {torch.cuda.get_device_name(0)}"
+    except ImportError:
+        pass
+    return desc
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for p in PACKAGES:
+        try:
+            out[p] = metadata.version(p)
+        except metadata.PackageNotFoundError:
+            out[p] = "not installed"
+    return out
+
+
+def execute_chapter(src: Path, out: Path, profile: str = DEFAULT_PROFILE, *, timeout: int = 3600,
+                    cwd: Path = ROOT) -> ChapterResult:
+    """Execute one notebook source with papermill (parameter ``profile``) into ``out`` (.ipynb).
+
+    Never writes to ``src``.  A failing cell does not raise: the result says which cell failed.
+    """
+    import jupytext
+    import papermill as pm
+
+    check_profile(profile)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    nb = jupytext.read(src)
+    t0 = time.perf_counter()
+    ok, error = True, ""
+    try:
+        pm.execute_notebook(nb, str(out), parameters={"profile": profile}, kernel_name="python3",
+                            cwd=str(cwd), execution_timeout=timeout, progress_bar=False, log_output=False)
+    except pm.PapermillExecutionError as exc:
+        ok = False
+        error = f"cell {exc.cell_index} (execution count {exc.exec_count}): {exc.ename}: {exc.evalue}"
+    except Exception as exc:  # kernel died, timeout, bad parameters: still name the chapter
+        ok = False
+        error = f"{type(exc).__name__}: {exc}"
+    seconds = time.perf_counter() - t0
+    return ChapterResult(chapter=str(src.relative_to(ROOT).with_suffix("")) if src.is_relative_to(ROOT) else str(src),
+                         profile=profile, seconds=seconds, ok=ok, error=error,
+                         finished=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), device=device_description())
+
+
+def missing_figures(executed: Path) -> list[str]:
+    """Figure cells (``mystnb.figure`` metadata) of an executed notebook that produced no image.
+
+    With execution off, Jupyter Book renders such a cell as an empty figure without a warning.
+    """
+    import nbformat
+
+    nb = nbformat.read(executed, as_version=4)
+    out = []
+    for i, cell in enumerate(nb.cells):
+        fig = cell.get("metadata", {}).get("mystnb", {}).get("figure")
+        if cell.cell_type != "code" or not fig:
+            continue
+        images = [o for o in cell.get("outputs", []) if any(k.startswith("image/") for k in o.get("data", {}))]
+        if not images:
+            out.append(f"cell {i} (figure {fig.get('name', '?')}) produced no image")
+    return out
+
+
+def _stage_sources(stage: Path, root: Path) -> None:
+    if stage.exists():
+        shutil.rmtree(stage)
+    stage.mkdir(parents=True)
+    for name in ("_config.yml", "_toc.yml"):
+        shutil.copy2(root / name, stage / name)
+    shutil.copytree(root / "book", stage / "book")
+
+
+def _status_table(timings: dict, versions: dict) -> str:
+    lines = ["| chapter | profile | execution time | finished | device |", "| --- | --- | ---: | --- | --- |"]
+    for chapter, r in timings.items():
+        state = "" if r["ok"] else " (failed)"
+        lines.append(f"| {chapter} | `{r['profile']}` | {r['seconds']:.1f} s{state} | {r['finished']} | {r['device']} |")
+    lines += ["", "| package | version |", "| --- | --- |"]
+    lines += [f"| {k} | {v} |" for k, v in versions.items()]
+    return "\n".join(lines)
+
+
+def build_book(stage: Path, root: Path = ROOT) -> int:
+    """Build the HTML book from ``stage`` into ``root/_build/html`` (strict, execution off)."""
+    exe = Path(sys.executable).parent / "jupyter-book"
+    cmd = [str(exe) if exe.exists() else "jupyter-book", "build", str(stage), "--path-output", str(root),
+           "-W", "-n", "--keep-going"]
+    return subprocess.call(cmd)
+
+
+def run(profile: str = DEFAULT_PROFILE, *, chapters: list[str] | None = None, build: bool = True,
+        timeout: int = 3600, root: Path = ROOT) -> int:
+    """Execute the chapters of ``_toc.yml`` (or the named subset) and build the book; 0 on success."""
+    check_profile(profile)
+    build_dir = root / "_build"
+    stage = build_dir / "stage"
+    timings_path = build_dir / "timings.json"
+    timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
+    previous = build_dir / "executed"          # executed notebooks survive a re-stage
+    _stage_sources(stage, root)
+    entries = toc_files(root)
+    unknown = set(chapters or []) - set(entries)
+    if unknown:
+        raise ValueError(f"not in _toc.yml: {sorted(unknown)}; chapters are {entries}")
+    failures = []
+    for entry in entries:
+        src = source_of(entry, root)
+        if not is_notebook(src):
+            continue
+        staged_md = stage / src.relative_to(root)
+        executed = previous / f"{entry}.ipynb"
+        if chapters is None or entry in chapters:
+            print(f"[ncmse] executing {entry} at profile '{profile}' …", flush=True)
+            res = execute_chapter(src, executed, profile, timeout=timeout, cwd=root)
+            if res.ok and (missing := missing_figures(executed)):
+                res.ok, res.error = False, "; ".join(missing)
+            timings[entry] = asdict(res)
+            state = "ok" if res.ok else "FAILED"
+            print(f"[ncmse] {entry}: {state} in {res.seconds:.1f} s", flush=True)
+            if not res.ok:
+                failures.append(f"{entry}: {res.error}")
+            build_dir.mkdir(exist_ok=True)
+            timings_path.write_text(json.dumps(timings, indent=2))
+        if not executed.exists():
+            raise FileNotFoundError(f"{entry} has not been executed yet; run without --chapters first")
+        staged_md.unlink()
+        shutil.copy2(executed, stage / f"{entry}.ipynb")
+    status = stage / "book" / "status.md"
+    if status.exists():
+        status.write_text(status.read_text().replace(STATUS_MARKER, _status_table(timings, package_versions())))
+    print("[ncmse] chapter execution times:")
+    for entry, r in timings.items():
+        print(f"    {r['seconds']:8.1f} s  {entry}  ({r['profile']}{'' if r['ok'] else ', FAILED'})")
+    rc = 0
+    if build:
+        print("[ncmse] building the book …", flush=True)
+        rc = build_book(stage, root)
+        if rc == 0:
+            print(f"[ncmse] book built: {root / '_build' / 'html' / 'index.html'}")
+    for f in failures:
+        print(f"[ncmse] FAILED {f}", file=sys.stderr)
+    return 1 if failures or rc else 0

@@ -1,0 +1,478 @@
+"""The unconstrained features model (UFM) under regularized (rescaled) MSE.
+
+    f(W, H, b) = 1/N Σ_{k,i} ℓ(W h_{k,i} + b, k) + λ_W/2 ‖W‖²_F + λ_H/2 ‖H‖²_F + λ_b/2 ‖b‖²
+
+with ℓ the rescaled MSE ½[α(z_k − M)² + Σ_{j≠k} z_j²] of ``ncmse.losses`` (α = M = 1: MSE).
+Shapes: W (K, d) with rows w_k, H (d, N) with columns h_{k,i} ordered class by class (N = K n),
+b (K,).  Leading batch dimensions are allowed in the batched functions.
+
+Closed form (chapter "Global optimality for d ≥ K−1").  The derivation, in three steps:
+
+1. For a fixed product P = WH, min λ_W/2‖W‖² + λ_H/2‖H‖² over factorizations with inner dimension
+   d ≥ rank P equals √(λ_W λ_H) ‖P‖_* (nuclear norm), attained by the balanced factorization
+   W = U Σ^{1/2} (λ_H/λ_W)^{1/4} Rᵀ, H = R Σ^{1/2} (λ_W/λ_H)^{1/4} Vᵀ of the SVD P = U Σ Vᵀ.
+   For every d the value is ≥ that bound, so the convex problem in (P, b) is a lower bound.
+2. The convex problem is invariant under permutations of samples within a class and, jointly, of
+   classes; averaging a minimizer over these groups keeps it optimal.  So there is a minimizer with
+   P = Q Y, Q = a C + (e/K) 11ᵀ (a: separation of class means in 1^⊥, e: a shared component) and
+   b = (u/K) 1, with ‖P‖_* = √n ((K−1)|a| + |e|).
+3. With t = (e + u − a)/K the off-target logit (z = a e_k + t 1 for a sample of class k, so z_k =
+   a + t, z_j = t) and m = a + K t = e + u, the problem becomes the two-variable convex problem
+
+       G(a, t) = ½ α (a + t − M)² + ½ (K−1) t² + λ (K−1) a + φ(m),   λ = √(n λ_W λ_H),  a ≥ 0,
+
+   where φ(m) = min_u λ|m − u| + λ_b u²/(2K) is how the shared part m is best split between the
+   product (e) and the bias (u): φ = 0 with a free bias (λ_b = 0, u = m); the Huber function with
+   threshold κ = λK/λ_b for a regularized bias; λ|m| without bias (u = 0).  G is piecewise quadratic;
+   its minimizer is found exactly by enumerating the pieces (:func:`reduced_minimizer`).
+
+The minimizer is attained by the UFM when rank Q ≤ d: rank K−1 in the ETF regime, K when the shared
+component is on (needs d ≥ K), 0 in the trivial regime.  Otherwise no closed form is implemented here
+and an error says so.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from . import etf
+from tqdm.auto import tqdm
+
+from .losses import rescaled_mse, rescaled_mse_grad
+from .metrics import nc_metrics
+from .optim import lbfgs
+
+__all__ = ["UFM", "UFMSolution", "ReducedMinimizer", "reduced_minimizer", "scan"]
+
+
+@dataclass(frozen=True)
+class ReducedMinimizer:
+    """The symmetric global minimizer of the reduced problem G(a, t) (module docstring, step 3).
+
+    a: eigenvalue of Q on 1^⊥ (class-mean separation, ≥ 0); e: eigenvalue of Q along 1 (shared
+    component); u: K × bias (b = u/K · 1); t: off-target logit; value: the global minimum of f.
+    """
+
+    a: float
+    e: float
+    u: float
+    t: float
+    value: float
+
+
+def reduced_minimizer(K: int, n: int, lambda_W: float, lambda_H: float, lambda_b: float = 0.0,
+                      bias: bool = True, alpha: float = 1.0, M: float = 1.0) -> ReducedMinimizer:
+    """Exact minimizer of G(a, t) by enumeration of its quadratic pieces (see module docstring).
+
+    Each piece of φ is ½ p m² + q m + r on an interval of m; on a piece, G is a strictly convex
+    quadratic whose stationary point solves a 2×2 linear system (or a 1×1 one on the face a = 0, or on
+    the kink m = 0 when there is no bias).  The candidates that lie in their piece are feasible points;
+    because G is convex the global minimizer is among them, and the smallest value wins.
+    """
+    lam = math.sqrt(n * lambda_W * lambda_H)
+    # Pieces of φ: (p, q, r, m_lo, m_hi, u(m)) with u the bias part of the shared component.
+    if bias and lambda_b == 0.0:
+        pieces = [(0.0, 0.0, 0.0, -math.inf, math.inf, lambda m: m)]
+    elif bias:
+        kappa = lam * K / lambda_b
+        pieces = [
+            (lambda_b / K, 0.0, 0.0, -kappa, kappa, lambda m: m),
+            (0.0, lam, -lam * kappa / 2, kappa, math.inf, lambda m: kappa),
+            (0.0, -lam, -lam * kappa / 2, -math.inf, -kappa, lambda m: -kappa),
+        ]
+    else:
+        pieces = [
+            (0.0, lam, 0.0, 0.0, math.inf, lambda m: 0.0),
+            (0.0, -lam, 0.0, -math.inf, 0.0, lambda m: 0.0),
+        ]
+
+    def phi(m: float) -> float:
+        if bias and lambda_b == 0.0:
+            return 0.0
+        if bias:
+            return lambda_b * m * m / (2 * K) if abs(m) <= kappa else lam * abs(m) - lam * kappa / 2
+        return lam * abs(m)
+
+    def G(a: float, t: float) -> float:
+        return 0.5 * alpha * (a + t - M) ** 2 + 0.5 * (K - 1) * t * t + lam * (K - 1) * a + phi(a + K * t)
+
+    def u_of(m: float) -> float:
+        for _, _, _, lo, hi, u in pieces:
+            if lo - 1e-15 <= m <= hi + 1e-15:
+                return u(m)
+        raise AssertionError("m outside every piece")
+
+    candidates: list[tuple[float, float]] = []
+    for p, q, _r, lo, hi, _u in pieces:
+        # Interior of a ≥ 0: ∇G = 0.
+        A = [[alpha + p, alpha + p * K], [alpha + p * K, alpha + (K - 1) + p * K * K]]
+        rhs = [alpha * M - lam * (K - 1) - q, alpha * M - q * K]
+        det = A[0][0] * A[1][1] - A[0][1] * A[1][0]
+        a = (rhs[0] * A[1][1] - A[0][1] * rhs[1]) / det
+        t = (A[0][0] * rhs[1] - A[1][0] * rhs[0]) / det
+        candidates.append((a, t))
+        # Face a = 0.
+        candidates.append((0.0, (alpha * M - q * K) / (alpha + (K - 1) + p * K * K)))
+        del lo, hi
+    if not bias:  # kink m = 0, i.e. t = −a/K (the class means form an ETF without shared part)
+        a = K * (alpha * M - lam * K) / (alpha * (K - 1) + 1)
+        candidates += [(max(a, 0.0), -max(a, 0.0) / K), (0.0, 0.0)]
+
+    best = None
+    for a, t in candidates:
+        if a < -1e-14:
+            continue
+        a = max(a, 0.0)
+        m = a + K * t
+        if not any(lo - 1e-12 <= m <= hi + 1e-12 for _, _, _, lo, hi, _ in pieces):
+            continue
+        value = G(a, t)
+        if best is None or value < best[2] - 1e-15 * max(1.0, abs(value)):
+            best = (a, t, value)
+    assert best is not None
+    a, t, value = best
+    m = a + K * t
+    u = u_of(m)
+    e = m - u
+    # Snap round-off: e is exactly 0 in the ETF piece.
+    if abs(e) < 1e-14 * max(1.0, abs(m)):
+        e = 0.0
+    return ReducedMinimizer(a=a, e=e, u=u, t=t, value=value)
+
+
+@dataclass
+class UFMSolution:
+    """Output of :meth:`UFM.solve` for B random initializations.
+
+    W (B, K, d), H (B, d, N), b (B, K) or None, objective (B,), grad_norm (B,) (Euclidean norm of the
+    full gradient), n_iter (B,), converged (B,).
+    """
+
+    W: torch.Tensor
+    H: torch.Tensor
+    b: torch.Tensor | None
+    objective: torch.Tensor
+    grad_norm: torch.Tensor
+    n_iter: torch.Tensor
+    converged: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.W.shape[0]
+
+    def best(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(W, H, b) of the initialization with the smallest objective."""
+        i = int(torch.argmin(self.objective))
+        return self.W[i], self.H[i], None if self.b is None else self.b[i]
+
+
+class UFM:
+    """The regularized (rescaled-)MSE unconstrained features model (module docstring).
+
+    Parameters follow the paper's notation: K classes, n samples per class, feature dimension d,
+    regularization λ_W, λ_H (> 0) and λ_b (≥ 0, only with ``bias=True``), rescaling α, M (> 0).
+    """
+
+    def __init__(self, K: int, n: int, d: int, lambda_W: float, lambda_H: float, lambda_b: float = 0.0,
+                 bias: bool = True, alpha: float = 1.0, M: float = 1.0):
+        for name, v in (("K", K), ("n", n), ("d", d)):
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise TypeError(f"{name} must be an int, got {type(v).__name__}")
+        if K < 2:
+            raise ValueError(f"K must be ≥ 2, got {K}")
+        if n < 1:
+            raise ValueError(f"n must be ≥ 1, got {n}")
+        if d < 1:
+            raise ValueError(f"d must be ≥ 1, got {d}")
+        for name, v in (("lambda_W", lambda_W), ("lambda_H", lambda_H)):
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
+        if not (isinstance(lambda_b, (int, float)) and math.isfinite(lambda_b) and lambda_b >= 0):
+            raise ValueError(f"lambda_b must be a finite number ≥ 0, got {lambda_b!r}")
+        if not bias and lambda_b != 0:
+            raise ValueError("lambda_b > 0 needs bias=True (there is no bias to regularize)")
+        for name, v in (("alpha", alpha), ("M", M)):
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
+        self.K, self.n, self.d = K, n, d
+        self.N = K * n
+        self.lambda_W, self.lambda_H, self.lambda_b = float(lambda_W), float(lambda_H), float(lambda_b)
+        self.bias, self.alpha, self.M = bool(bias), float(alpha), float(M)
+
+    def __repr__(self) -> str:
+        return (f"UFM(K={self.K}, n={self.n}, d={self.d}, lambda_W={self.lambda_W:g}, "
+                f"lambda_H={self.lambda_H:g}, lambda_b={self.lambda_b:g}, bias={self.bias}, "
+                f"alpha={self.alpha:g}, M={self.M:g})")
+
+    # ------------------------------------------------------------------ data
+    def labels(self, device=None) -> torch.Tensor:
+        """Class of each column of H, shape (N,): 0…0, 1…1, …, (K−1)…(K−1), n of each."""
+        return torch.arange(self.K, device=device).repeat_interleave(self.n)
+
+    def Y(self, *, dtype=torch.float64, device=None) -> torch.Tensor:
+        """Targets Y = I_K ⊗ 1_nᵀ, shape (K, N)."""
+        return torch.eye(self.K, dtype=dtype, device=device).repeat_interleave(self.n, dim=1)
+
+    def class_means(self, H) -> torch.Tensor:
+        """Class means h̄_k of the columns of H (..., d, N), as columns: shape (..., d, K)."""
+        H = torch.as_tensor(H, dtype=torch.float64)
+        return H.unflatten(-1, (self.K, self.n)).mean(-1)
+
+    # ------------------------------------------------------------- objective
+    def _check(self, W, H, b):
+        W = torch.as_tensor(W, dtype=torch.float64)
+        H = torch.as_tensor(H, dtype=torch.float64, device=W.device)
+        if W.shape[-2:] != (self.K, self.d):
+            raise ValueError(f"W must have shape (..., K, d) = (..., {self.K}, {self.d}), got {tuple(W.shape)}")
+        if H.shape[-2:] != (self.d, self.N):
+            raise ValueError(f"H must have shape (..., d, N) = (..., {self.d}, {self.N}), got {tuple(H.shape)}")
+        if self.bias:
+            b = torch.zeros(W.shape[:-1], dtype=W.dtype, device=W.device) if b is None else \
+                torch.as_tensor(b, dtype=torch.float64, device=W.device)
+            if b.shape[-1:] != (self.K,):
+                raise ValueError(f"b must have shape (..., K) = (..., {self.K}), got {tuple(b.shape)}")
+        elif b is not None:
+            raise ValueError("this UFM has no bias (bias=False); pass b=None")
+        return W, H, b
+
+    def logits(self, W, H, b=None) -> torch.Tensor:
+        """Z = W H + b 1ᵀ, shape (..., K, N)."""
+        W, H, b = self._check(W, H, b)
+        Z = W @ H
+        return Z if b is None else Z + b[..., :, None]
+
+    def value(self, W, H, b=None) -> torch.Tensor:
+        """f(W, H, b) as a tensor of shape (...) (batched; differentiable)."""
+        W, H, b = self._check(W, H, b)
+        Z = self.logits(W, H, b)
+        labels = self.labels(Z.device)
+        f = rescaled_mse(Z.transpose(-1, -2), labels, self.alpha, self.M).mean(-1)
+        f = f + 0.5 * self.lambda_W * (W**2).sum((-1, -2)) + 0.5 * self.lambda_H * (H**2).sum((-1, -2))
+        if b is not None and self.lambda_b:
+            f = f + 0.5 * self.lambda_b * (b**2).sum(-1)
+        return f
+
+    def objective(self, W, H, b=None) -> float:
+        """f(W, H, b) for one point: W (K, d), H (d, N), b (K,) or None."""
+        v = self.value(W, H, b)
+        if v.ndim != 0:
+            raise ValueError("objective takes one point; use value() for batches")
+        return float(v)
+
+    def gradient(self, W, H, b=None):
+        """Exact gradient (∇_W f, ∇_H f, ∇_b f) (batched); ∇_b f is None without bias.
+
+        With G_Z = (1/N) ω ⊙ (Z − M Y) (ω = α on targets, 1 elsewhere):
+        ∇_W = G_Z Hᵀ + λ_W W, ∇_H = Wᵀ G_Z + λ_H H, ∇_b = G_Z 1 + λ_b b.
+        """
+        W, H, b = self._check(W, H, b)
+        Z = self.logits(W, H, b)
+        GZ = rescaled_mse_grad(Z.transpose(-1, -2), self.labels(Z.device), self.alpha, self.M)
+        GZ = GZ.transpose(-1, -2) / self.N
+        gW = GZ @ H.transpose(-1, -2) + self.lambda_W * W
+        gH = W.transpose(-1, -2) @ GZ + self.lambda_H * H
+        gb = None if b is None else GZ.sum(-1) + self.lambda_b * b
+        return gW, gH, gb
+
+    # --------------------------------------------------------------- packing
+    @property
+    def n_params(self) -> int:
+        return self.K * self.d + self.d * self.N + (self.K if self.bias else 0)
+
+    def pack(self, W, H, b=None) -> torch.Tensor:
+        """Flatten (W, H, b) into vectors of shape (..., n_params)."""
+        parts = [W.flatten(-2), H.flatten(-2)] + ([b] if self.bias else [])
+        return torch.cat(parts, -1)
+
+    def unpack(self, x: torch.Tensor):
+        """Inverse of :meth:`pack`."""
+        Kd, dN = self.K * self.d, self.d * self.N
+        W = x[..., :Kd].unflatten(-1, (self.K, self.d))
+        H = x[..., Kd:Kd + dN].unflatten(-1, (self.d, self.N))
+        b = x[..., Kd + dN:] if self.bias else None
+        return W, H, b
+
+    # ---------------------------------------------------------------- solver
+    def solve(self, seed: int = 0, n_init: int = 8, *, init_scale: float = 1.0, max_iter: int = 5000,
+              gtol: float = 1e-10, device=None, progress: bool = False) -> UFMSolution:
+        """Minimize f from ``n_init`` random initializations at once (batched L-BFGS, float64).
+
+        Initial entries are i.i.d. N(0, init_scale²/d) for W, H (and b), drawn from ``seed``.
+        Returns all B = n_init solutions (see :class:`UFMSolution`).
+        """
+        if n_init < 1:
+            raise ValueError(f"n_init must be ≥ 1, got {n_init}")
+        gen = torch.Generator(device=device or "cpu").manual_seed(seed)
+        x0 = torch.randn(n_init, self.n_params, generator=gen, dtype=torch.float64, device=device)
+        x0 *= init_scale / math.sqrt(self.d)
+
+        def fun(x):
+            W, H, b = self.unpack(x)
+            gW, gH, gb = self.gradient(W, H, b)
+            return self.value(W, H, b), self.pack(gW, gH, gb)
+
+        res = lbfgs(fun, x0, max_iter=max_iter, gtol=gtol, progress=progress, desc=f"UFM K={self.K} d={self.d}")
+        W, H, b = self.unpack(res.x)
+        return UFMSolution(W=W.contiguous(), H=H.contiguous(), b=None if b is None else b.contiguous(),
+                           objective=res.value, grad_norm=res.grad.norm(dim=1), n_iter=res.n_iter,
+                           converged=res.converged)
+
+    # ----------------------------------------------------------- closed form
+    @property
+    def threshold(self) -> float:
+        """λ_c: the minimizer is 0 (trivial) iff √(n λ_W λ_H) ≥ λ_c.
+
+        With a free bias λ_c = αM/(α + K − 1) (MSE: 1/K); without bias λ_c = αM/K.  With a
+        regularized bias the boundary also depends on λ_b; use :meth:`regime`.
+        """
+        if self.bias and self.lambda_b > 0:
+            raise ValueError("with a regularized bias the threshold depends on lambda_b; use regime()")
+        a, M = self.alpha, self.M
+        return a * M / (a + self.K - 1) if self.bias else a * M / self.K
+
+    def shared_threshold(self) -> float:
+        """λ_b*: with a regularized bias, the minimizer leaves the ETF (a shared component e ≠ 0
+        appears in W H) iff λ_b > λ_b* = λ K α / (α M − λ K); ∞ when α M ≤ λ K.
+
+        Derivation: on the ETF piece the bias carries the shared part m = a + K t; the piece ends where
+        the Huber slope λ_b m / K reaches λ.  There ∇G = 0 gives t = 0 and a = M − λK/α = m = λK/λ_b.
+        """
+        if not self.bias:
+            raise ValueError("without bias there is no bias regularization threshold")
+        lam = math.sqrt(self.n * self.lambda_W * self.lambda_H)
+        gap = self.alpha * self.M - lam * self.K
+        return math.inf if gap <= 0 else lam * self.K * self.alpha / gap
+
+    def class_mean_cosine(self) -> float:
+        """Predicted cosine between two class means (or two rows of W) at the minimizer.
+
+        The Gram matrix of the class means is ∝ a C + (|e|/K) 11ᵀ, so the cosine is
+        (|e| − a)/((K−1) a + |e|): −1/(K−1) for an ETF, 0 for an orthogonal frame, nan if trivial.
+        """
+        r = self.reduced()
+        denom = (self.K - 1) * r.a + abs(r.e)
+        return math.nan if denom == 0 else (abs(r.e) - r.a) / denom
+
+    def reduced(self) -> ReducedMinimizer:
+        """The reduced closed-form solution (a, e, u, t, value); module docstring, step 3."""
+        return reduced_minimizer(self.K, self.n, self.lambda_W, self.lambda_H, self.lambda_b, self.bias,
+                                 self.alpha, self.M)
+
+    def minimizer_rank(self) -> int:
+        """rank of W H at the closed-form minimizer: (K−1)[a > 0] + [e ≠ 0]."""
+        r = self.reduced()
+        return (self.K - 1) * (r.a > 0) + (r.e != 0)
+
+    def regime(self) -> str:
+        """'trivial' (W = H = 0), 'etf' (class means and rows of W: a simplex ETF), 'etf+shared'
+        (ETF plus a component shared by all classes, bias regularized), 'orthogonal' (no bias:
+        orthogonal frame), or 'shared' (rank one: all class means equal)."""
+        r = self.reduced()
+        if r.a == 0:
+            return "trivial" if r.e == 0 else "shared"
+        if r.e == 0:
+            return "etf"
+        return "etf+shared" if self.bias else "orthogonal"
+
+    def _require_closed_form(self):
+        r = self.reduced()
+        rank = self.minimizer_rank()
+        if self.d < self.K - 1:
+            raise NotImplementedError(
+                f"closed form for d < K−1 (d={self.d}, K={self.K}) is not implemented here "
+                "(chapter on d < K−1)")
+        if rank > self.d:
+            raise NotImplementedError(
+                f"the rank-{rank} minimizer of the convex relaxation ({self.regime()} regime) does not fit "
+                f"in d={self.d}; no closed form is implemented for this rank-constrained case (use d ≥ K)")
+        return r
+
+    def global_minimum(self) -> float:
+        """Closed-form min f (module docstring); raises where no closed form is implemented."""
+        return self._require_closed_form().value
+
+    def global_minimizer(self, R: torch.Tensor | None = None):
+        """A closed-form global minimizer (W (K, d), H (d, N), b (K,) or None), float64.
+
+        Minimizers are unique up to a rotation of feature space: ``R`` (d, r) with orthonormal columns,
+        r = rank of W H, picks one (default: the first r coordinate axes).  Columns of H are equal
+        within each class (NC1); in the ETF regime the rows of W form a simplex ETF with
+        w_k ∝ h_k (NC2, NC3) and λ_W‖W‖² = λ_H‖H‖².
+        """
+        r = self._require_closed_form()
+        K, n, d = self.K, self.n, self.d
+        U = etf.centering_basis(K)
+        v = torch.full((K, 1), 1.0 / math.sqrt(K), dtype=torch.float64)
+        left, sigma = [], []
+        if r.a > 0:
+            left.append(U)
+            sigma += [r.a * math.sqrt(n)] * (K - 1)
+        if r.e != 0:
+            left.append(math.copysign(1.0, r.e) * v)
+            sigma.append(abs(r.e) * math.sqrt(n))
+        b = torch.full((K,), r.u / K, dtype=torch.float64) if self.bias else None
+        rank = len(sigma)
+        if rank == 0:
+            return torch.zeros(K, d, dtype=torch.float64), torch.zeros(d, self.N, dtype=torch.float64), b
+        L = torch.cat(left, 1)                                      # (K, r) left singular vectors
+        V = self.Y().T @ torch.cat([U, v], 1)[:, :rank] / math.sqrt(n) if r.a > 0 else \
+            self.Y().T @ v / math.sqrt(n)                            # (N, r) right singular vectors
+        s = torch.tensor(sigma, dtype=torch.float64).sqrt()
+        R = etf._embedding(d, rank, R, torch.float64, None)
+        ratio = (self.lambda_H / self.lambda_W) ** 0.25
+        W = (L * (s * ratio)) @ R.T
+        H = (R * (s / ratio)) @ V.T
+        return W, H, b
+
+    # ------------------------------------------------------------- analysis
+    def measured_reduced(self, W, H, b=None) -> dict[str, torch.Tensor]:
+        """The reduced coordinates of a (batch of) solution(s), to compare with :meth:`reduced`.
+
+        With Q = W H̄ (class-mean logits, (..., K, K)): a = tr(C Q)/(K−1), e = 1ᵀQ1/K, u = 1ᵀb.
+        """
+        W, H, b = self._check(W, H, b)
+        Q = W @ self.class_means(H)
+        trace = Q.diagonal(dim1=-2, dim2=-1).sum(-1)
+        total = Q.sum((-1, -2))
+        a = (trace - total / self.K) / (self.K - 1)
+        e = total / self.K
+        u = b.sum(-1) if b is not None else torch.zeros_like(a)
+        return {"a": a, "e": e, "u": u}
+
+    def summarize(self, sol: UFMSolution) -> dict[str, torch.Tensor]:
+        """Per-initialization diagnostics of :meth:`solve`'s output, each of shape (B,).
+
+        rel_gap: (f − f*)/|f*| against :meth:`global_minimum`; NC metrics of (H, W, b)
+        (``ncmse.metrics``); balance: λ_W‖W‖² / (λ_H‖H‖²) (1 at every non-zero critical point).
+        """
+        f_star = self.global_minimum()
+        labels = self.labels()
+        rows = [nc_metrics(sol.H[i].T, labels, sol.W[i], None if sol.b is None else sol.b[i])
+                for i in range(len(sol))]
+        out = {k: torch.tensor([r[k] for r in rows], dtype=torch.float64) for k in rows[0]}
+        out["rel_gap"] = (sol.objective - f_star) / abs(f_star)
+        out["balance"] = self.lambda_W * (sol.W**2).sum((-1, -2)) / (self.lambda_H * (sol.H**2).sum((-1, -2)))
+        out["grad_norm"] = sol.grad_norm
+        return out
+
+
+def scan(problems: list[UFM], *, n_init: int = 4, seed: int = 0, progress: bool = True,
+         desc: str = "UFM scan") -> list[dict[str, float]]:
+    """Solve each UFM of a list (e.g. a grid of λ's) and compare with its closed form.
+
+    Returns one dict per problem: the measured reduced coordinates a, e, u of the best of ``n_init``
+    initializations, its objective ``f``, and the closed-form ``f_star``, ``a_star``, ``e_star``,
+    ``u_star`` and ``regime``.
+    """
+    out = []
+    for p in tqdm(problems, desc=desc, disable=not progress):
+        sol = p.solve(seed=seed, n_init=n_init)
+        W, H, b = sol.best()
+        m = p.measured_reduced(W, H, b)
+        r = p.reduced()
+        out.append({"a": float(m["a"]), "e": float(m["e"]), "u": float(m["u"]),
+                    "f": float(sol.objective.min()), "f_star": r.value, "a_star": r.a, "e_star": r.e,
+                    "u_star": r.u, "regime": p.regime()})
+    return out

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The two entry points of the README, for a fresh machine:
+#   ./run.sh book [--profile smoke|cpu|paper] [--chapters …]   set up, execute every chapter, build _build/html
+#   ./run.sh test [pytest args]                                set up, run the test suite
+# Both create the virtual environment .venv in the repository on first use and reuse it afterwards
+# (reinstalling only when pyproject.toml changes).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+PY=${PYTHON:-python3}
+VENV=.venv
+STAMP="$VENV/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+
+setup() {
+  if [ ! -x "$VENV/bin/python" ]; then
+    echo "[run.sh] creating $VENV with $($PY --version)"
+    "$PY" -m venv "$VENV"
+  fi
+  if [ ! -f "$STAMP" ]; then
+    echo "[run.sh] installing ncmse and its dependencies into $VENV (torch is large: a few minutes)"
+    "$VENV/bin/python" -m pip install --quiet --upgrade pip
+    "$VENV/bin/python" -m pip install --quiet -e '.[dev]'
+    rm -f "$VENV"/.installed-*
+    touch "$STAMP"
+  fi
+  # Offline data shipped beside the checkout (tests, CI); users download into data/ instead.
+  if [ -z "${NCMSE_DATA_ROOT:-}" ] && [ -d ../shared/data ]; then
+    export NCMSE_DATA_ROOT="$(cd ../shared/data && pwd)"
+  fi
+}
+
+cmd=${1:-}
+shift || true
+case "$cmd" in
+  book) setup; exec "$VENV/bin/python" -m ncmse book "$@" ;;
+  test) setup; exec "$VENV/bin/python" -m pytest "$@" ;;
+  *) echo "usage: ./run.sh book [--profile smoke|cpu|paper] [--chapters ENTRY …] | ./run.sh test [pytest args]" >&2; exit 2 ;;
+esac
