@@ -132,6 +132,9 @@ def execute_chapter(src: Path, out: Path, profile: str = DEFAULT_PROFILE, *, tim
     nb = jupytext.read(src)
     t0 = time.perf_counter()
     ok, error = True, ""
+    # The kernel inherits this process's environment: a non-interactive MPLBACKEND (Agg) there would
+    # silently stop every figure from reaching the notebook.
+    saved_backend = os.environ.pop("MPLBACKEND", None)
     try:
         pm.execute_notebook(nb, str(out), parameters={"profile": profile}, kernel_name="python3",
                             cwd=str(cwd), execution_timeout=timeout, progress_bar=False, log_output=False)
@@ -141,6 +144,9 @@ def execute_chapter(src: Path, out: Path, profile: str = DEFAULT_PROFILE, *, tim
     except Exception as exc:  # kernel died, timeout, bad parameters: still name the chapter
         ok = False
         error = f"{type(exc).__name__}: {exc}"
+    finally:
+        if saved_backend is not None:
+            os.environ["MPLBACKEND"] = saved_backend
     seconds = time.perf_counter() - t0
     return ChapterResult(chapter=str(src.relative_to(ROOT).with_suffix("")) if src.is_relative_to(ROOT) else str(src),
                          profile=profile, seconds=seconds, ok=ok, error=error,

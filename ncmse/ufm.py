@@ -37,10 +37,9 @@ import math
 from dataclasses import dataclass
 
 import torch
-
-from . import etf
 from tqdm.auto import tqdm
 
+from . import etf
 from .losses import rescaled_mse, rescaled_mse_grad
 from .metrics import nc_metrics
 from .optim import lbfgs
