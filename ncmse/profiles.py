@@ -46,5 +46,6 @@ def settings(chapter: str, profile: str) -> MappingProxyType:
 
 def describe(chapter: str, profile: str) -> str:
     """One Markdown line telling the reader which profile produced the page, with its sizes."""
-    sizes = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in settings(chapter, profile).items())
+    items = settings(chapter, profile).items()
+    sizes = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in items)
     return f"**Executed at profile `{profile}`** ({sizes}). See the status page for timings."

@@ -185,7 +185,8 @@ def _status_table(timings: dict, versions: dict) -> str:
     lines = ["| chapter | profile | execution time | finished | device |", "| --- | --- | ---: | --- | --- |"]
     for chapter, r in timings.items():
         state = "" if r["ok"] else " (failed)"
-        lines.append(f"| {chapter} | `{r['profile']}` | {r['seconds']:.1f} s{state} | {r['finished']} | {r['device']} |")
+        time_cell = f"{r['seconds']:.1f} s{state}"
+        lines.append(f"| {chapter} | `{r['profile']}` | {time_cell} | {r['finished']} | {r['device']} |")
     lines += ["", "| package | version |", "| --- | --- |"]
     lines += [f"| {k} | {v} |" for k, v in versions.items()]
     return "\n".join(lines)
