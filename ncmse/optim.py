@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
+from tqdm.std import tqdm
 
 __all__ = ["lbfgs", "LBFGSResult"]
 

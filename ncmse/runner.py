@@ -148,6 +148,8 @@ def execute_chapter(src: Path, out: Path, profile: str = DEFAULT_PROFILE, *, tim
         if saved_backend is not None:
             os.environ["MPLBACKEND"] = saved_backend
     seconds = time.perf_counter() - t0
+    if out.exists():
+        _hide_parameter_cells(out)
     return ChapterResult(chapter=str(src.relative_to(ROOT).with_suffix("")) if src.is_relative_to(ROOT) else str(src),
                          profile=profile, seconds=seconds, ok=ok, error=error,
                          finished=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), device=device_description())
@@ -170,6 +172,19 @@ def missing_figures(executed: Path) -> list[str]:
         if not images:
             out.append(f"cell {i} (figure {fig.get('name', '?')}) produced no image")
     return out
+
+
+def _hide_parameter_cells(executed: Path) -> None:
+    """Tag the ``parameters`` and papermill's ``injected-parameters`` cells ``remove-cell``: the page
+    states its profile in prose (``ncmse.profiles.describe``) instead of showing two code cells."""
+    import nbformat
+
+    nb = nbformat.read(executed, as_version=4)
+    for cell in nb.cells:
+        tags = cell.metadata.setdefault("tags", [])
+        if ("parameters" in tags or "injected-parameters" in tags) and "remove-cell" not in tags:
+            tags.append("remove-cell")
+    nbformat.write(nb, executed)
 
 
 def _stage_sources(stage: Path, root: Path) -> None:
