@@ -23,7 +23,7 @@ _SETTINGS = {
                       phase_K=4, phase_n=5, phase_grid=6, phase_n_init=2, bias_K=4, bias_n=5, bias_grid=5),
         "cpu": dict(K=10, n=20, d=16, lambda_W=5e-4, lambda_H=5e-4, n_init=64,
                     phase_K=4, phase_n=10, phase_grid=14, phase_n_init=3, bias_K=6, bias_n=10, bias_grid=14),
-        "paper": dict(K=10, n=100, d=32, lambda_W=5e-4, lambda_H=5e-4, n_init=256,
+        "paper": dict(K=10, n=100, d=32, lambda_W=5e-4, lambda_H=5e-4, n_init=64,
                       phase_K=10, phase_n=20, phase_grid=24, phase_n_init=4, bias_K=10, bias_n=20, bias_grid=24),
     },
 }
