@@ -37,14 +37,13 @@ import math
 from dataclasses import dataclass
 
 import torch
-from tqdm.std import tqdm
 
 from . import etf
 from .losses import rescaled_mse, rescaled_mse_grad
 from .metrics import nc_metrics
 from .optim import lbfgs
 
-__all__ = ["UFM", "UFMSolution", "ReducedMinimizer", "reduced_minimizer", "scan"]
+__all__ = ["UFM", "UFMSolution", "ReducedMinimizer", "reduced_minimizer", "solve_batch", "scan"]
 
 
 @dataclass(frozen=True)
@@ -242,16 +241,28 @@ class UFM:
         Z = W @ H
         return Z if b is None else Z + b[..., :, None]
 
-    def value(self, W, H, b=None) -> torch.Tensor:
-        """f(W, H, b) as a tensor of shape (...) (batched; differentiable)."""
+    def value(self, W, H, b=None, *, lambdas=None) -> torch.Tensor:
+        """f(W, H, b) as a tensor of shape (...) (batched; differentiable).
+
+        ``lambdas`` = (λ_W, λ_H, λ_b) overrides the problem's regularization, each a float or a
+        tensor of the batch shape (...): used to solve a grid of λ's in one batch (:func:`solve_batch`).
+        """
         W, H, b = self._check(W, H, b)
+        lam_W, lam_H, lam_b = self._lambdas(lambdas)
         Z = self.logits(W, H, b)
         labels = self.labels(Z.device)
         f = rescaled_mse(Z.transpose(-1, -2), labels, self.alpha, self.M).mean(-1)
-        f = f + 0.5 * self.lambda_W * (W**2).sum((-1, -2)) + 0.5 * self.lambda_H * (H**2).sum((-1, -2))
-        if b is not None and self.lambda_b:
-            f = f + 0.5 * self.lambda_b * (b**2).sum(-1)
+        f = f + 0.5 * lam_W * (W**2).sum((-1, -2)) + 0.5 * lam_H * (H**2).sum((-1, -2))
+        if b is not None:
+            f = f + 0.5 * lam_b * (b**2).sum(-1)
         return f
+
+    def _lambdas(self, lambdas):
+        if lambdas is None:
+            return self.lambda_W, self.lambda_H, self.lambda_b
+        if len(lambdas) != 3:
+            raise ValueError("lambdas must be (lambda_W, lambda_H, lambda_b)")
+        return lambdas
 
     def objective(self, W, H, b=None) -> float:
         """f(W, H, b) for one point: W (K, d), H (d, N), b (K,) or None."""
@@ -260,19 +271,22 @@ class UFM:
             raise ValueError("objective takes one point; use value() for batches")
         return float(v)
 
-    def gradient(self, W, H, b=None):
+    def gradient(self, W, H, b=None, *, lambdas=None):
         """Exact gradient (∇_W f, ∇_H f, ∇_b f) (batched); ∇_b f is None without bias.
 
         With G_Z = (1/N) ω ⊙ (Z − M Y) (ω = α on targets, 1 elsewhere):
-        ∇_W = G_Z Hᵀ + λ_W W, ∇_H = Wᵀ G_Z + λ_H H, ∇_b = G_Z 1 + λ_b b.
+        ∇_W = G_Z Hᵀ + λ_W W, ∇_H = Wᵀ G_Z + λ_H H, ∇_b = G_Z 1 + λ_b b.  ``lambdas`` as in :meth:`value`.
         """
         W, H, b = self._check(W, H, b)
+        lam_W, lam_H, lam_b = self._lambdas(lambdas)
+        if isinstance(lam_W, torch.Tensor):   # per-problem λ's: broadcast over the matrix dims
+            lam_W, lam_H, lam_b = lam_W[..., None, None], lam_H[..., None, None], lam_b[..., None]
         Z = self.logits(W, H, b)
         GZ = rescaled_mse_grad(Z.transpose(-1, -2), self.labels(Z.device), self.alpha, self.M)
         GZ = GZ.transpose(-1, -2) / self.N
-        gW = GZ @ H.transpose(-1, -2) + self.lambda_W * W
-        gH = W.transpose(-1, -2) @ GZ + self.lambda_H * H
-        gb = None if b is None else GZ.sum(-1) + self.lambda_b * b
+        gW = GZ @ H.transpose(-1, -2) + lam_W * W
+        gH = W.transpose(-1, -2) @ GZ + lam_H * H
+        gb = None if b is None else GZ.sum(-1) + lam_b * b
         return gW, gH, gb
 
     # --------------------------------------------------------------- packing
@@ -301,22 +315,8 @@ class UFM:
         Initial entries are i.i.d. N(0, init_scale²/d) for W, H (and b), drawn from ``seed``.
         Returns all B = n_init solutions (see :class:`UFMSolution`).
         """
-        if n_init < 1:
-            raise ValueError(f"n_init must be ≥ 1, got {n_init}")
-        gen = torch.Generator(device=device or "cpu").manual_seed(seed)
-        x0 = torch.randn(n_init, self.n_params, generator=gen, dtype=torch.float64, device=device)
-        x0 *= init_scale / math.sqrt(self.d)
-
-        def fun(x):
-            W, H, b = self.unpack(x)
-            gW, gH, gb = self.gradient(W, H, b)
-            return self.value(W, H, b), self.pack(gW, gH, gb)
-
-        res = lbfgs(fun, x0, max_iter=max_iter, gtol=gtol, progress=progress, desc=f"UFM K={self.K} d={self.d}")
-        W, H, b = self.unpack(res.x)
-        return UFMSolution(W=W.contiguous(), H=H.contiguous(), b=None if b is None else b.contiguous(),
-                           objective=res.value, grad_norm=res.grad.norm(dim=1), n_iter=res.n_iter,
-                           converged=res.converged)
+        return solve_batch([self], seed=seed, n_init=n_init, init_scale=init_scale, max_iter=max_iter,
+                           gtol=gtol, device=device, progress=progress)[0]
 
     # ----------------------------------------------------------- closed form
     @property
@@ -476,17 +476,69 @@ class UFM:
                 "class_mean_gram": means @ means.T}
 
 
-def scan(problems: list[UFM], *, n_init: int = 4, seed: int = 0, progress: bool = True,
+def solve_batch(problems: list[UFM], *, seed: int = 0, n_init: int = 8, init_scale: float = 1.0,
+                max_iter: int = 5000, gtol: float = 1e-10, device=None, progress: bool = False,
+                desc: str | None = None) -> list[UFMSolution]:
+    """Solve several UFMs that differ only in (λ_W, λ_H, λ_b) in one batched L-BFGS run.
+
+    All problems share K, n, d, bias, α and M; each gets ``n_init`` initializations drawn from
+    ``seed`` (the same starting points for every problem, so that the result for a problem does not
+    depend on the others).  Returns one :class:`UFMSolution` per problem.
+    """
+    if not problems:
+        return []
+    p0 = problems[0]
+    shape = (p0.K, p0.n, p0.d, p0.bias, p0.alpha, p0.M)
+    for p in problems:
+        if (p.K, p.n, p.d, p.bias, p.alpha, p.M) != shape:
+            raise ValueError(f"solve_batch needs problems that differ only in the λ's; {p} differs from {p0}")
+    if n_init < 1:
+        raise ValueError(f"n_init must be ≥ 1, got {n_init}")
+    gen = torch.Generator(device=device or "cpu").manual_seed(seed)
+    x0 = torch.randn(n_init, p0.n_params, generator=gen, dtype=torch.float64, device=device)
+    x0 = (x0 * (init_scale / math.sqrt(p0.d))).repeat(len(problems), 1)           # (P·n_init, params)
+
+    def per_row(values):
+        return torch.tensor(values, dtype=torch.float64, device=device).repeat_interleave(n_init)
+
+    lambdas = tuple(per_row([getattr(p, k) for p in problems]) for k in ("lambda_W", "lambda_H", "lambda_b"))
+
+    def fun(x):
+        W, H, b = p0.unpack(x)
+        gW, gH, gb = p0.gradient(W, H, b, lambdas=lambdas)
+        return p0.value(W, H, b, lambdas=lambdas), p0.pack(gW, gH, gb)
+
+    res = lbfgs(fun, x0, max_iter=max_iter, gtol=gtol, progress=progress,
+                desc=desc or f"UFM K={p0.K} d={p0.d} ×{len(problems)}")
+    out = []
+    for i in range(len(problems)):
+        rows = slice(i * n_init, (i + 1) * n_init)
+        W, H, b = p0.unpack(res.x[rows])
+        out.append(UFMSolution(W=W.contiguous(), H=H.contiguous(), b=None if b is None else b.contiguous(),
+                               objective=res.value[rows], grad_norm=res.grad[rows].norm(dim=1),
+                               n_iter=res.n_iter[rows], converged=res.converged[rows]))
+    return out
+
+
+def scan(problems: list[UFM], *, n_init: int = 4, seed: int = 0, progress: bool = False,
          desc: str = "UFM scan") -> list[dict[str, float]]:
     """Solve each UFM of a list (e.g. a grid of λ's) and compare with its closed form.
 
+    Problems that differ only in their λ's are solved together in one batch (:func:`solve_batch`).
     Returns one dict per problem: the measured reduced coordinates a, e, u of the best of ``n_init``
     initializations, its objective ``f``, and the closed-form ``f_star``, ``a_star``, ``e_star``,
     ``u_star`` and ``regime``.
     """
+    groups: dict[tuple, list[int]] = {}
+    for i, p in enumerate(problems):
+        groups.setdefault((p.K, p.n, p.d, p.bias, p.alpha, p.M), []).append(i)
+    solutions: list[UFMSolution | None] = [None] * len(problems)
+    for idx in groups.values():
+        for i, sol in zip(idx, solve_batch([problems[i] for i in idx], seed=seed, n_init=n_init,
+                                           progress=progress, desc=desc), strict=True):
+            solutions[i] = sol
     out = []
-    for p in tqdm(problems, desc=desc, disable=not progress):
-        sol = p.solve(seed=seed, n_init=n_init)
+    for p, sol in zip(problems, solutions, strict=True):
         W, H, b = sol.best()
         m = p.measured_reduced(W, H, b)
         r = p.reduced()

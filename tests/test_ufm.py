@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from ncmse.metrics import nc_metrics
-from ncmse.ufm import UFM
+from ncmse.ufm import UFM, scan, solve_batch
 
 # (name, UFM kwargs, expected regime): every regime of the closed form, at and above d = K−1.
 CASES = [
@@ -148,3 +148,19 @@ def test_bad_shapes_and_solver_args():
         ufm.solve(n_init=0)
     with pytest.raises(ValueError, match="regime"):
         _ = UFM(K=3, n=2, d=2, lambda_W=1e-2, lambda_H=1e-2, lambda_b=1.0).threshold
+
+
+def test_solve_batch_equals_separate_solves():
+    base = dict(K=3, n=4, d=3)
+    problems = [UFM(**base, lambda_W=lw, lambda_H=2e-3, lambda_b=lb) for lw, lb in ((1e-3, 0.0), (5e-2, 0.0),
+                                                                                   (2e-3, 3.0))]
+    together = solve_batch(problems, seed=5, n_init=3)
+    for p, sol in zip(problems, together, strict=True):
+        alone = p.solve(seed=5, n_init=3)
+        torch.testing.assert_close(sol.objective, alone.objective, rtol=1e-12, atol=0)
+        assert float(((sol.objective - p.global_minimum()) / p.global_minimum()).abs().max()) < 1e-9
+    rows = scan(problems, n_init=2)
+    assert [r["regime"] for r in rows] == [p.regime() for p in problems]
+    assert max(abs(r["a"] - r["a_star"]) for r in rows) < 1e-6
+    with pytest.raises(ValueError, match="differ only in the λ"):
+        solve_batch([UFM(**base, lambda_W=1e-3, lambda_H=1e-3), UFM(K=3, n=4, d=4, lambda_W=1e-3, lambda_H=1e-3)])
