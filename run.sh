@@ -29,10 +29,23 @@ setup() {
   fi
 }
 
+# The browser test (tests/test_site.py) drives Debian's Chromium; install it when it is missing.
+ensure_chromium() {
+  if command -v chromium >/dev/null 2>&1 || [ -n "${NCMSE_CHROMIUM:-}" ] || [ "${NCMSE_SKIP_BROWSER:-}" = 1 ]; then
+    return
+  fi
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "[run.sh] installing Debian's chromium for the browser test"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "[run.sh] chromium is missing: install it (apt-get install chromium) or set NCMSE_SKIP_BROWSER=1" >&2
+  fi
+}
+
 cmd=${1:-}
 shift || true
 case "$cmd" in
   book) setup; exec "$VENV/bin/python" -m ncmse book "$@" ;;
-  test) setup; exec "$VENV/bin/python" -m pytest "$@" ;;
+  test) setup; ensure_chromium; exec "$VENV/bin/python" -m pytest "$@" ;;
   *) echo "usage: ./run.sh book [--profile smoke|cpu|paper] [--chapters ENTRY …] | ./run.sh test [pytest args]" >&2; exit 2 ;;
 esac

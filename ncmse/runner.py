@@ -26,7 +26,7 @@ import yaml
 
 from .profiles import DEFAULT_PROFILE, check_profile
 
-__all__ = ["ROOT", "toc_files", "is_notebook", "execute_chapter", "build_book", "run", "ChapterResult"]
+__all__ = ["ROOT", "toc_files", "is_notebook", "execute_chapter", "build_book", "html_dir", "run", "ChapterResult"]
 
 ROOT = Path(__file__).resolve().parent.parent
 STATUS_MARKER = "<!-- status-table -->"
@@ -207,19 +207,29 @@ def _status_table(timings: dict, versions: dict) -> str:
     return "\n".join(lines)
 
 
-def build_book(stage: Path, root: Path = ROOT) -> int:
-    """Build the HTML book from ``stage`` into ``root/_build/html`` (strict, execution off)."""
+def html_dir(build_dir: Path) -> Path:
+    """Where the site of a build folder lands: ``<build_dir>/html`` (Jupyter Book writes
+    ``<path-output>/_build/html``, so a build folder named ``_build`` uses its parent as path-output)."""
+    return build_dir / "html" if build_dir.name == "_build" else build_dir / "_build" / "html"
+
+
+def build_book(stage: Path, build_dir: Path) -> int:
+    """Build the HTML book from ``stage`` into :func:`html_dir` (strict, execution off)."""
     exe = Path(sys.executable).parent / "jupyter-book"
-    cmd = [str(exe) if exe.exists() else "jupyter-book", "build", str(stage), "--path-output", str(root),
+    path_output = html_dir(build_dir).parent.parent
+    cmd = [str(exe) if exe.exists() else "jupyter-book", "build", str(stage), "--path-output", str(path_output),
            "-W", "-n", "--keep-going"]
     return subprocess.call(cmd)
 
 
 def run(profile: str = DEFAULT_PROFILE, *, chapters: list[str] | None = None, build: bool = True,
-        timeout: int = 3600, root: Path = ROOT) -> int:
-    """Execute the chapters of ``_toc.yml`` (or the named subset) and build the book; 0 on success."""
+        timeout: int = 3600, root: Path = ROOT, build_dir: Path | None = None) -> int:
+    """Execute the chapters of ``_toc.yml`` (or the named subset) and build the book; 0 on success.
+
+    Everything is written below ``build_dir`` (default ``root/_build``; the site in :func:`html_dir`).
+    """
     check_profile(profile)
-    build_dir = root / "_build"
+    build_dir = root / "_build" if build_dir is None else Path(build_dir)
     stage = build_dir / "stage"
     timings_path = build_dir / "timings.json"
     timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
@@ -246,7 +256,7 @@ def run(profile: str = DEFAULT_PROFILE, *, chapters: list[str] | None = None, bu
             print(f"[ncmse] {entry}: {state} in {res.seconds:.1f} s", flush=True)
             if not res.ok:
                 failures.append(f"{entry}: {res.error}")
-            build_dir.mkdir(exist_ok=True)
+            build_dir.mkdir(parents=True, exist_ok=True)
             timings_path.write_text(json.dumps(timings, indent=2))
         if not executed.exists():
             raise FileNotFoundError(f"{entry} has not been executed yet; run without --chapters first")
@@ -261,9 +271,9 @@ def run(profile: str = DEFAULT_PROFILE, *, chapters: list[str] | None = None, bu
     rc = 0
     if build:
         print("[ncmse] building the book …", flush=True)
-        rc = build_book(stage, root)
+        rc = build_book(stage, build_dir)
         if rc == 0:
-            print(f"[ncmse] book built: {root / '_build' / 'html' / 'index.html'}")
+            print(f"[ncmse] book built: {html_dir(build_dir) / 'index.html'}")
     for f in failures:
         print(f"[ncmse] FAILED {f}", file=sys.stderr)
     return 1 if failures or rc else 0
