@@ -18,6 +18,11 @@ __all__ = [
     "orthogonal_frame",
     "random_orthonormal",
     "is_simplex_etf",
+    "coordinate_subspace",
+    "random_subspace",
+    "check_subspace",
+    "projector",
+    "argmax_lost",
 ]
 
 
@@ -86,6 +91,64 @@ def is_simplex_etf(V: torch.Tensor, *, atol: float = 1e-8) -> bool:
     if scale <= 0:
         return False
     return bool(torch.allclose(G / scale, centering_matrix(K, dtype=G.dtype, device=G.device), atol=atol))
+
+
+# ---------------------------------------------------------------- projections (chapter "d < K−1")
+# A d-dimensional projection of the simplex ETF: the K vectors P_S (e_k − 1/K) = P_S e_k for a
+# d-dimensional subspace S of 1^⊥, written in an orthonormal basis S (K, d) of that subspace: the
+# rows of S.  Their Gram matrix is the projector P_S = S Sᵀ, a best rank-d approximation of C.
+
+def coordinate_subspace(K: int, d: int, *, within_ones_perp: bool = True, dtype=torch.float64,
+                        device=None) -> torch.Tensor:
+    """A deterministic d-dimensional subspace, as orthonormal columns (K, d): the first d Helmert
+    vectors (in 1^⊥), or the first d coordinate axes of R^K when ``within_ones_perp`` is False."""
+    _check_K(K)
+    m = K - 1 if within_ones_perp else K
+    if not 1 <= d <= m:
+        raise ValueError(f"need 1 ≤ d ≤ {m}, got d={d}")
+    if within_ones_perp:
+        return centering_basis(K, dtype=dtype, device=device)[:, :d].clone()
+    return torch.eye(K, d, dtype=dtype, device=device)
+
+
+def random_subspace(K: int, d: int, *, within_ones_perp: bool = True, generator: torch.Generator | None = None,
+                    dtype=torch.float64, device=None) -> torch.Tensor:
+    """A uniformly (Haar) random d-dimensional subspace of 1^⊥ (or of R^K), orthonormal columns (K, d)."""
+    _check_K(K)
+    m = K - 1 if within_ones_perp else K
+    if not 1 <= d <= m:
+        raise ValueError(f"need 1 ≤ d ≤ {m}, got d={d}")
+    basis = centering_basis(K, dtype=dtype, device=device) if within_ones_perp else \
+        torch.eye(K, dtype=dtype, device=device)
+    return basis @ random_orthonormal(m, d, generator=generator, dtype=dtype, device=device)
+
+
+def check_subspace(S, K: int, d: int, *, within_ones_perp: bool = True, atol: float = 1e-10) -> torch.Tensor:
+    """Validate a subspace given by orthonormal columns (K, d), in 1^⊥ if asked; return it as float64."""
+    S = torch.as_tensor(S, dtype=torch.float64)
+    if S.shape != (K, d):
+        raise ValueError(f"S must have shape (K, d) = ({K}, {d}), got {tuple(S.shape)}")
+    if not torch.allclose(S.T @ S, torch.eye(d, dtype=S.dtype, device=S.device), atol=atol):
+        raise ValueError("S must have orthonormal columns")
+    if within_ones_perp and float(S.sum(0).abs().max()) > atol * K:
+        raise ValueError("S must lie in 1^⊥ (its columns must sum to 0) when the model has a bias")
+    return S
+
+
+def projector(S: torch.Tensor) -> torch.Tensor:
+    """P_S = S Sᵀ (K, K) for orthonormal columns S (..., K, d)."""
+    return S @ S.transpose(-1, -2)
+
+
+def argmax_lost(G: torch.Tensor) -> torch.Tensor:
+    """Which classes lose the argmax at their own class mean, for class-mean logits G (..., K, K)
+    whose column k holds the logits of class k's mean (up to a shared constant, as at an MSE
+    minimizer where G ∝ P_S).  Returns a bool tensor (..., K): True where some j ≠ k has
+    G[j, k] > G[k, k] (ties, of probability 0 for random S, count as kept)."""
+    own = torch.diagonal(G, dim1=-2, dim2=-1)                       # (..., K)
+    others = G.clone()
+    others.diagonal(dim1=-2, dim2=-1).fill_(-torch.inf)
+    return others.amax(-2) > own
 
 
 def _embedding(d: int, r: int, R, dtype, device) -> torch.Tensor:

@@ -349,7 +349,10 @@ class UFM:
 
         The Gram matrix of the class means is ∝ a C + (|e|/K) 11ᵀ, so the cosine is
         (|e| − a)/((K−1) a + |e|): −1/(K−1) for an ETF, 0 for an orthogonal frame, nan if trivial.
+        Not defined for the projected regimes (d too small), where the cosines differ between pairs.
         """
+        if self._low_rank():
+            raise ValueError("class means of a projected frame have unequal cosines; see ncmse.etf")
         r = self.reduced()
         denom = (self.K - 1) * r.a + abs(r.e)
         return math.nan if denom == 0 else (abs(r.e) - r.a) / denom
@@ -359,16 +362,45 @@ class UFM:
         return reduced_minimizer(self.K, self.n, self.lambda_W, self.lambda_H, self.lambda_b, self.bias,
                                  self.alpha, self.M)
 
-    def minimizer_rank(self) -> int:
-        """rank of W H at the closed-form minimizer: (K−1)[a > 0] + [e ≠ 0]."""
+    # A minimizer of rank K−1 (bias) or K (no bias) does not fit in a smaller d.  For α = 1 (MSE,
+    # any target M) with a free bias or no bias the loss is unitarily invariant and the
+    # rank-constrained problem is solved by a truncated, soft-thresholded SVD (chapter "d < K−1"):
+    # Q = a P_S with P_S the projector on any d-dimensional subspace S of 1^⊥ (bias) or of R^K
+    # (no bias), and a = max(0, M − Kλ).
+    def _low_rank(self) -> bool:
+        """Whether the closed form is the rank-constrained one (d below the relaxation's rank)."""
         r = self.reduced()
+        full_rank = (self.K - 1) * (r.a > 0) + (r.e != 0)
+        return full_rank > self.d
+
+    def _ambient_dim(self) -> int:
+        """Dimension of the space the projected frame lives in: K−1 (1^⊥, bias) or K (no bias)."""
+        return self.K - 1 if self.bias else self.K
+
+    def _low_rank_supported(self) -> bool:
+        return self.alpha == 1.0 and self.lambda_b == 0.0
+
+    def _low_rank_a(self) -> float:
+        lam = math.sqrt(self.n * self.lambda_W * self.lambda_H)
+        return max(0.0, self.M - self.K * lam)
+
+    def minimizer_rank(self) -> int:
+        """rank of W H at the closed-form minimizer: (K−1)[a > 0] + [e ≠ 0], or d where that does not fit."""
+        r = self.reduced()
+        if self._low_rank():
+            return self.d if self._low_rank_a() > 0 else 0
         return (self.K - 1) * (r.a > 0) + (r.e != 0)
 
     def regime(self) -> str:
         """'trivial' (W = H = 0), 'etf' (class means and rows of W: a simplex ETF), 'etf+shared'
         (ETF plus a component shared by all classes, bias regularized), 'orthogonal' (no bias:
-        orthogonal frame), or 'shared' (rank one: all class means equal)."""
+        orthogonal frame), 'shared' (rank one: all class means equal), or, where d is too small for
+        these, 'projected etf' / 'projected orthogonal' (a d-dimensional projection of them)."""
         r = self.reduced()
+        if self._low_rank() and self._low_rank_supported():
+            if self._low_rank_a() == 0:
+                return "trivial"
+            return "projected etf" if self.bias else "projected orthogonal"
         if r.a == 0:
             return "trivial" if r.e == 0 else "shared"
         if r.e == 0:
@@ -377,53 +409,85 @@ class UFM:
 
     def _require_closed_form(self):
         r = self.reduced()
-        rank = self.minimizer_rank()
-        if self.d < self.K - 1:
+        if self._low_rank() and not self._low_rank_supported():
+            need = (self.K - 1) * (r.a > 0) + (r.e != 0)
             raise NotImplementedError(
-                f"closed form for d < K−1 (d={self.d}, K={self.K}) is not implemented here "
-                "(chapter on d < K−1)")
-        if rank > self.d:
-            raise NotImplementedError(
-                f"the rank-{rank} minimizer of the convex relaxation ({self.regime()} regime) does not fit "
-                f"in d={self.d}; no closed form is implemented for this rank-constrained case (use d ≥ K)")
+                f"the rank-{need} minimizer of the convex relaxation ({self.regime()} regime) does not fit "
+                f"in d={self.d}; the rank-constrained closed form is implemented for α = 1 with a free "
+                f"bias or no bias (here α={self.alpha:g}, λ_b={self.lambda_b:g})")
         return r
 
     def global_minimum(self) -> float:
-        """Closed-form min f (module docstring); raises where no closed form is implemented."""
-        return self._require_closed_form().value
+        """Closed-form min f (module docstring; chapter "d < K−1" for the rank-constrained case).
 
-    def global_minimizer(self, R: torch.Tensor | None = None):
-        """A closed-form global minimizer (W (K, d), H (d, N), b (K,) or None), float64.
-
-        Minimizers are unique up to a rotation of feature space: ``R`` (d, r) with orthonormal columns,
-        r = rank of W H, picks one (default: the first r coordinate axes).  Columns of H are equal
-        within each class (NC1); in the ETF regime the rows of W form a simplex ETF with
-        w_k ∝ h_k (NC2, NC3) and λ_W‖W‖² = λ_H‖H‖².
+        Rank-constrained (α = 1): f* = [d (a − M)² + M² (m − d)]/(2K) + λ d a with a = max(0, M − Kλ),
+        m = K−1 (bias) or K (no bias).  Raises where no closed form is implemented.
         """
         r = self._require_closed_form()
-        K, n, d = self.K, self.n, self.d
+        if not self._low_rank():
+            return r.value
+        a, m, d, K, M = self._low_rank_a(), self._ambient_dim(), self.d, self.K, self.M
+        lam = math.sqrt(self.n * self.lambda_W * self.lambda_H)
+        return (d * (a - M) ** 2 + M**2 * (m - d)) / (2 * K) + lam * d * a
+
+    def global_minimizer(self, R: torch.Tensor | None = None, S: torch.Tensor | None = None):
+        """A closed-form global minimizer (W (K, d), H (d, N), b (K,) or None), float64.
+
+        The minimizers are parameterized by a rotation of feature space ``R`` (d, r) with orthonormal
+        columns, r = rank of W H (default: the first r coordinate axes), and, when d is below the
+        relaxation's rank, by the subspace ``S`` (K, d) with orthonormal columns (in 1^⊥ with a bias)
+        that the frame is projected onto (default :func:`ncmse.etf.coordinate_subspace`; a random
+        one: :func:`ncmse.etf.random_subspace`).  Columns of H are equal within each class (NC1); in
+        the ETF regime the rows of W form a simplex ETF with w_k ∝ h̄_k (NC2, NC3) and
+        λ_W‖W‖² = λ_H‖H‖²; in the projected regime W Wᵀ ∝ P_S = S Sᵀ.
+        """
+        r = self._require_closed_form()
+        K = self.K
+        if self._low_rank():
+            if S is None:
+                S = etf.coordinate_subspace(K, self.d, within_ones_perp=self.bias)
+            S = etf.check_subspace(S, K, self.d, within_ones_perp=self.bias)
+            a = self._low_rank_a()
+            b = torch.full((K,), self.M / K, dtype=torch.float64) if self.bias else None
+            return (*self._factor(S, torch.full((self.d,), a, dtype=torch.float64), R), b)
+        if S is not None:
+            raise ValueError("S selects a projection only when d is below the minimizer's rank")
         U = etf.centering_basis(K)
         v = torch.full((K, 1), 1.0 / math.sqrt(K), dtype=torch.float64)
-        left, sigma = [], []
+        cols, q = [], []
         if r.a > 0:
-            left.append(U)
-            sigma += [r.a * math.sqrt(n)] * (K - 1)
+            cols.append(U)
+            q += [r.a] * (K - 1)
         if r.e != 0:
-            left.append(math.copysign(1.0, r.e) * v)
-            sigma.append(abs(r.e) * math.sqrt(n))
+            cols.append(v)
+            q.append(r.e)
         b = torch.full((K,), r.u / K, dtype=torch.float64) if self.bias else None
-        rank = len(sigma)
-        if rank == 0:
-            return torch.zeros(K, d, dtype=torch.float64), torch.zeros(d, self.N, dtype=torch.float64), b
-        L = torch.cat(left, 1)                                      # (K, r) left singular vectors
-        V = self.Y().T @ torch.cat([U, v], 1)[:, :rank] / math.sqrt(n) if r.a > 0 else \
-            self.Y().T @ v / math.sqrt(n)                            # (N, r) right singular vectors
-        s = torch.tensor(sigma, dtype=torch.float64).sqrt()
-        R = etf._embedding(d, rank, R, torch.float64, None)
+        if not q:
+            return torch.zeros(K, self.d, dtype=torch.float64), torch.zeros(self.d, self.N, dtype=torch.float64), b
+        return (*self._factor(torch.cat(cols, 1), torch.tensor(q, dtype=torch.float64), R), b)
+
+    def _factor(self, L: torch.Tensor, q: torch.Tensor, R) -> tuple[torch.Tensor, torch.Tensor]:
+        """Balanced factorization W H = Q Y of class-mean logits Q = Σ_i q_i l_i l_iᵀ (L: (K, r)
+        orthonormal columns l_i): singular values |q_i|√n, left vectors sign(q_i) l_i, right vectors
+        Yᵀ l_i/√n; W = L_± Σ^{1/2} (λ_H/λ_W)^{1/4} Rᵀ and H = R Σ^{1/2} (λ_W/λ_H)^{1/4} Vᵀ."""
+        n, r = self.n, L.shape[1]
+        V = self.Y().T @ L / math.sqrt(n)                            # (N, r)
+        s = (q.abs() * math.sqrt(n)).sqrt()
+        R = etf._embedding(self.d, r, R, torch.float64, None)
         ratio = (self.lambda_H / self.lambda_W) ** 0.25
-        W = (L * (s * ratio)) @ R.T
+        W = (L * torch.sign(q) * (s * ratio)) @ R.T
         H = (R * (s / ratio)) @ V.T
-        return W, H, b
+        return W, H
+
+    def nc2_at_minimum(self) -> float:
+        """NC2 (= NC2_M = NC3) at every global minimizer: 0 for the ETF; for the projected ETF
+        (d < K−1) ‖P_S/√d − C/√(K−1)‖_F = √(2 − 2√(d/(K−1))), the same for every subspace S."""
+        regime = self.regime()
+        if regime == "etf":
+            return 0.0
+        if regime == "projected etf":
+            return math.sqrt(2 - 2 * math.sqrt(self.d / (self.K - 1)))
+        raise ValueError(f"NC2 at the minimum is derived for the 'etf' and 'projected etf' regimes, not {regime!r}")
 
     # ------------------------------------------------------------- analysis
     def measured_reduced(self, W, H, b=None) -> dict[str, torch.Tensor]:

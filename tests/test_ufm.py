@@ -103,14 +103,16 @@ def test_gradient_matches_autograd(gen):
 
 
 def test_not_implemented_where_no_closed_form():
-    with pytest.raises(NotImplementedError, match="d < K−1"):
-        UFM(K=5, n=2, d=3, lambda_W=1e-3, lambda_H=1e-3).global_minimum()
+    with pytest.raises(NotImplementedError, match="rank-4 .* α = 1"):     # rescaled MSE, d < K−1
+        UFM(K=5, n=2, d=3, lambda_W=1e-3, lambda_H=1e-3, alpha=2.0).global_minimum()
     with pytest.raises(NotImplementedError, match="rank-5"):   # ETF + shared needs d ≥ K
         UFM(K=5, n=2, d=4, lambda_W=1e-3, lambda_H=1e-3, lambda_b=10.0).global_minimizer()
-    with pytest.raises(NotImplementedError, match="rank-4"):   # orthogonal frame needs d ≥ K
-        UFM(K=4, n=2, d=3, lambda_W=1e-3, lambda_H=1e-3, bias=False).global_minimum()
-    # the trivial minimizer fits every d ≥ K−1
-    assert UFM(K=4, n=2, d=3, lambda_W=1.0, lambda_H=1.0, bias=False).global_minimum() > 0
+    with pytest.raises(NotImplementedError, match="rank-4"):   # rescaled orthogonal frame needs d ≥ K
+        UFM(K=4, n=2, d=3, lambda_W=1e-3, lambda_H=1e-3, bias=False, M=2.0, alpha=3.0).global_minimum()
+    # the trivial minimizer fits every d
+    assert UFM(K=4, n=2, d=3, lambda_W=1.0, lambda_H=1.0, bias=False, alpha=3.0).global_minimum() > 0
+    with pytest.raises(ValueError, match="projection only"):
+        UFM(K=4, n=2, d=4, lambda_W=1e-3, lambda_H=1e-3).global_minimizer(S=torch.eye(4, 4))
 
 
 @pytest.mark.parametrize("kw,exc,match", [
