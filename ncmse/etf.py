@@ -23,6 +23,8 @@ __all__ = [
     "check_subspace",
     "projector",
     "argmax_lost",
+    "random_subspaces",
+    "frame_geometry",
 ]
 
 
@@ -149,6 +151,32 @@ def argmax_lost(G: torch.Tensor) -> torch.Tensor:
     others = G.clone()
     others.diagonal(dim1=-2, dim2=-1).fill_(-torch.inf)
     return others.amax(-2) > own
+
+
+def random_subspaces(K: int, d: int, count: int, *, generator: torch.Generator | None = None,
+                     dtype=torch.float64, device=None) -> torch.Tensor:
+    """``count`` independent Haar-random d-dimensional subspaces of 1^⊥ at once: (count, K, d)."""
+    _check_K(K)
+    if not 1 <= d <= K - 1:
+        raise ValueError(f"need 1 ≤ d ≤ K−1 = {K - 1}, got d={d}")
+    G = torch.randn(count, K - 1, d, generator=generator, dtype=dtype, device=device)
+    Q, _ = torch.linalg.qr(G)
+    return centering_basis(K, dtype=dtype, device=device) @ Q
+
+
+def frame_geometry(V: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lengths and pairwise angles of a frame of K vectors, the rows of V (..., K, d).
+
+    Returns (lengths (..., K) divided by their mean, angles in degrees (..., K(K−1)/2) over pairs
+    k < k′).  For a simplex ETF every length is 1 and every angle arccos(−1/(K−1)).
+    """
+    lengths = V.norm(dim=-1)
+    unit = V / lengths.clamp_min(1e-300)[..., None]
+    cos = (unit @ unit.transpose(-1, -2)).clamp(-1, 1)
+    K = V.shape[-2]
+    iu = torch.triu_indices(K, K, offset=1)
+    angles = torch.rad2deg(torch.arccos(cos[..., iu[0], iu[1]]))
+    return lengths / lengths.mean(-1, keepdim=True), angles
 
 
 def _embedding(d: int, r: int, R, dtype, device) -> torch.Tensor:

@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
 
-__all__ = ["use_style", "PALETTE", "FIGSIZE", "gram_heatmap", "subplots", "markdown_table"]
+__all__ = ["use_style", "PALETTE", "FIGSIZE", "gram_heatmap", "subplots", "markdown_table", "draw_frame"]
 
 PALETTE = sns.color_palette("colorblind")
 FIGSIZE = (6.4, 3.6)
@@ -74,3 +74,34 @@ def markdown_table(rows, columns, formats=None) -> str:
         cells = [str(v) if f is None else format(v, f) for v, f in zip(row, formats, strict=True)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def draw_frame(ax, V, *, lost=None, label_points: bool = True):
+    """Draw K vectors (rows of V, (K, 2) or (K, 3)) as arrows from the origin, labelled by class.
+
+    ``lost`` (K,) bool marks classes whose own mean loses the argmax: drawn in a second colour.
+    A 3-D frame needs ``ax`` created with ``projection="3d"``.
+    """
+    V = np.asarray(V, dtype=float)
+    K, dim = V.shape
+    lost = np.zeros(K, dtype=bool) if lost is None else np.asarray(lost, dtype=bool)
+    colors = [PALETTE[3] if lk else PALETTE[0] for lk in lost]
+    zeros = np.zeros(K)
+    if dim == 2:
+        ax.quiver(zeros, zeros, V[:, 0], V[:, 1], color=colors, angles="xy", scale_units="xy", scale=1,
+                  width=0.008)
+        ax.set_aspect("equal")
+    elif dim == 3:
+        ax.quiver(zeros, zeros, zeros, V[:, 0], V[:, 1], V[:, 2], colors=colors, arrow_length_ratio=0.08)
+    else:
+        raise ValueError(f"draw_frame draws 2-D or 3-D frames, got d={dim}")
+    r = 1.15 * float(np.abs(V).max() or 1.0)
+    for axis in "xyz"[:dim]:
+        getattr(ax, f"set_{axis}lim")(-r, r)
+    if label_points:
+        for k in range(K):
+            ax.text(*(1.08 * V[k]), str(k), ha="center", va="center", fontsize=8, color=colors[k])
+    ax.set_xlabel("feature 1")
+    ax.set_ylabel("feature 2")
+    if dim == 3:
+        ax.set_zlabel("feature 3")

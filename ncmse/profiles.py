@@ -26,6 +26,15 @@ _SETTINGS = {
         "paper": dict(K=10, n=100, d=32, lambda_W=5e-4, lambda_H=5e-4, n_init=64,
                       phase_K=10, phase_n=20, phase_grid=24, phase_n_init=4, bias_K=10, bias_n=20, bias_grid=24),
     },
+    # Chapter "d < K−1: projections of a simplex ETF" (book/ufm_low_dim.md).
+    "ufm_low_dim": {
+        "smoke": dict(K=5, n=3, lambda_W=5e-4, lambda_H=5e-4, n_init=3, spread_d=2, spread_n_init=8,
+                      mc_samples=500, mc_K=(4, 5, 6), ce_n_init=3, draw_n_init=2),
+        "cpu": dict(K=10, n=10, lambda_W=5e-4, lambda_H=5e-4, n_init=8, spread_d=3, spread_n_init=64,
+                    mc_samples=20000, mc_K=(3, 4, 5, 6, 8, 10, 12, 16), ce_n_init=16, draw_n_init=8),
+        "paper": dict(K=10, n=50, lambda_W=5e-4, lambda_H=5e-4, n_init=32, spread_d=3, spread_n_init=256,
+                      mc_samples=100000, mc_K=(3, 4, 5, 6, 8, 10, 12, 16, 20, 32), ce_n_init=64, draw_n_init=32),
+    },
 }
 
 

@@ -39,11 +39,11 @@ from dataclasses import dataclass
 import torch
 
 from . import etf
-from .losses import rescaled_mse, rescaled_mse_grad
+from .losses import cross_entropy, rescaled_mse, rescaled_mse_grad
 from .metrics import nc_metrics
 from .optim import lbfgs
 
-__all__ = ["UFM", "UFMSolution", "ReducedMinimizer", "reduced_minimizer", "solve_batch", "scan"]
+__all__ = ["UFM", "CrossEntropyUFM", "UFMSolution", "ReducedMinimizer", "reduced_minimizer", "solve_batch", "scan"]
 
 
 @dataclass(frozen=True)
@@ -251,11 +251,19 @@ class UFM:
         lam_W, lam_H, lam_b = self._lambdas(lambdas)
         Z = self.logits(W, H, b)
         labels = self.labels(Z.device)
-        f = rescaled_mse(Z.transpose(-1, -2), labels, self.alpha, self.M).mean(-1)
+        f = self._sample_loss(Z.transpose(-1, -2), labels).mean(-1)
         f = f + 0.5 * lam_W * (W**2).sum((-1, -2)) + 0.5 * lam_H * (H**2).sum((-1, -2))
         if b is not None:
             f = f + 0.5 * lam_b * (b**2).sum(-1)
         return f
+
+    def _sample_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Per-sample loss ℓ of logits (..., N, K): here the rescaled MSE of ``ncmse.losses``."""
+        return rescaled_mse(logits, labels, self.alpha, self.M)
+
+    def _sample_loss_grad(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """∂ℓ/∂z, shape (..., N, K)."""
+        return rescaled_mse_grad(logits, labels, self.alpha, self.M)
 
     def _lambdas(self, lambdas):
         if lambdas is None:
@@ -282,7 +290,7 @@ class UFM:
         if isinstance(lam_W, torch.Tensor):   # per-problem λ's: broadcast over the matrix dims
             lam_W, lam_H, lam_b = lam_W[..., None, None], lam_H[..., None, None], lam_b[..., None]
         Z = self.logits(W, H, b)
-        GZ = rescaled_mse_grad(Z.transpose(-1, -2), self.labels(Z.device), self.alpha, self.M)
+        GZ = self._sample_loss_grad(Z.transpose(-1, -2), self.labels(Z.device))
         GZ = GZ.transpose(-1, -2) / self.N
         gW = GZ @ H.transpose(-1, -2) + lam_W * W
         gH = W.transpose(-1, -2) @ GZ + lam_H * H
@@ -490,6 +498,12 @@ class UFM:
         raise ValueError(f"NC2 at the minimum is derived for the 'etf' and 'projected etf' regimes, not {regime!r}")
 
     # ------------------------------------------------------------- analysis
+    def class_mean_logits(self, W, H, b=None) -> torch.Tensor:
+        """Logits of the class means, column k for class k: W H̄ + b 1ᵀ, shape (..., K, K)."""
+        W, H, b = self._check(W, H, b)
+        Q = W @ self.class_means(H)
+        return Q if b is None else Q + b[..., :, None]
+
     def measured_reduced(self, W, H, b=None) -> dict[str, torch.Tensor]:
         """The reduced coordinates of a (batch of) solution(s), to compare with :meth:`reduced`.
 
@@ -538,6 +552,31 @@ class UFM:
                 "cosine_spread": float(off.max() - off.min()),
                 "rel_gap": float(((sol.objective - f_star) / f_star).abs().max()),
                 "class_mean_gram": means @ means.T}
+
+
+class CrossEntropyUFM(UFM):
+    """The same model with the cross-entropy loss −log softmax(z)_k (Zhu et al., 2021), for contrast.
+
+    Same parameters, objective layout, gradient and batched solver as :class:`UFM`; no closed form
+    is implemented here (``global_minimum`` and ``regime`` raise NotImplementedError): chapters solve
+    it numerically.
+    """
+
+    def __init__(self, K: int, n: int, d: int, lambda_W: float, lambda_H: float, lambda_b: float = 0.0,
+                 bias: bool = True):
+        super().__init__(K, n, d, lambda_W, lambda_H, lambda_b, bias)
+
+    def __repr__(self) -> str:
+        return "CrossEntropy" + super().__repr__().split(", alpha")[0] + ")"
+
+    def _sample_loss(self, logits, labels):
+        return cross_entropy(logits, labels)
+
+    def _sample_loss_grad(self, logits, labels):
+        return torch.softmax(logits, -1) - torch.nn.functional.one_hot(labels, self.K).to(logits.dtype)
+
+    def reduced(self):
+        raise NotImplementedError("no closed form is implemented for the cross-entropy UFM; use solve()")
 
 
 def solve_batch(problems: list[UFM], *, seed: int = 0, n_init: int = 8, init_scale: float = 1.0,

@@ -73,3 +73,32 @@ def test_subspaces_and_argmax():
     assert not bool(etf.argmax_lost(etf.centering_matrix(5)).any())
     G = torch.tensor([[0.1, 0.3, 0.0], [0.3, 0.9, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
     assert etf.argmax_lost(G).tolist() == [True, False, False]
+
+
+def test_cross_entropy_ufm_solver_converges():
+    from ncmse.ufm import CrossEntropyUFM
+
+    ce = CrossEntropyUFM(K=5, n=3, d=2, lambda_W=5e-3, lambda_H=5e-3)
+    x = torch.randn(2, ce.n_params, dtype=torch.float64, generator=torch.Generator().manual_seed(1),
+                    requires_grad=True)
+    ce.value(*ce.unpack(x)).sum().backward()              # analytic gradient = autograd
+    torch.testing.assert_close(x.grad, ce.pack(*ce.gradient(*ce.unpack(x.detach()))))
+    sol = ce.solve(seed=0, n_init=6)
+    assert bool(sol.converged.all()) and float(sol.grad_norm.max()) < 1e-7
+    assert float(sol.objective.max() - sol.objective.min()) < 1e-9       # every start: the same value
+    with pytest.raises(NotImplementedError, match="cross-entropy"):
+        ce.global_minimum()
+    # CE keeps every class's argmax at d = 2 < K − 1
+    W, H, b = sol.best()
+    Q = W @ ce.class_means(H) + b[:, None]
+    assert not bool(etf.argmax_lost(Q).any())
+
+
+def test_frame_geometry_and_batched_subspaces():
+    lengths, angles = etf.frame_geometry(etf.simplex_etf(5))
+    torch.testing.assert_close(lengths, torch.ones(5, dtype=torch.float64))
+    torch.testing.assert_close(angles, torch.full((10,), math.degrees(math.acos(-1 / 4)), dtype=torch.float64))
+    S = etf.random_subspaces(6, 2, 7, generator=torch.Generator().manual_seed(0))
+    assert S.shape == (7, 6, 2)
+    for s in S:
+        etf.check_subspace(s, 6, 2)
