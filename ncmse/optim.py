@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.std import tqdm
 
-__all__ = ["lbfgs", "LBFGSResult"]
+__all__ = ["lbfgs", "LBFGSResult", "gradient_descent", "first_hit"]
 
 
 @dataclass
@@ -116,3 +116,58 @@ def lbfgs(
             bar.set_postfix(active=int(active.sum()), max_grad=f"{float(g.abs().amax()):.1e}")
     bar.close()
     return LBFGSResult(x=x, value=f, grad=g, n_iter=n_iter, converged=floor | (g.abs().amax(1) <= gtol))
+
+
+def gradient_descent(
+    fun: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+    x0: torch.Tensor,
+    *,
+    steps: int,
+    lr0: float = 1.0,
+    record: Callable[[torch.Tensor], dict[str, torch.Tensor]] | None = None,
+    max_backtracks: int = 40,
+) -> dict[str, torch.Tensor]:
+    """Batched gradient descent with one step-size rule for every problem: Armijo backtracking
+    (halve until f(x − η∇f) ≤ f(x) − ½η‖∇f‖²), each step starting from twice the last accepted η.
+
+    fun: x (B, P) ↦ (f (B,), ∇f (B, P)).  ``record(x)`` returns per-problem quantities (B,) to log after
+    every step.  Returns the history: ``value`` (steps+1, B), ``lr`` (steps, B) and each recorded key
+    (steps+1, B).
+    """
+    x = x0.clone()
+    f, g = fun(x)
+    B = x.shape[0]
+    lr = torch.full((B,), lr0, dtype=x.dtype, device=x.device)
+    hist: dict[str, list[torch.Tensor]] = {"value": [f.clone()], "lr": []}
+    if record is not None:
+        for k, v in record(x).items():
+            hist[k] = [v]
+    for _ in range(steps):
+        gg = (g * g).sum(1)
+        pending = torch.ones(B, dtype=torch.bool, device=x.device)
+        x_new, f_new, g_new = x.clone(), f.clone(), g.clone()
+        for _ in range(max_backtracks):
+            trial = x - lr[:, None] * g
+            f_t, g_t = fun(trial)
+            ok = pending & (f_t <= f - 0.5 * lr * gg)
+            x_new[ok], f_new[ok], g_new[ok] = trial[ok], f_t[ok], g_t[ok]
+            pending &= ~ok
+            if not bool(pending.any()):
+                break
+            lr = torch.where(pending, lr * 0.5, lr)
+        hist["lr"].append(lr.clone())
+        x, f, g = x_new, f_new, g_new
+        lr = lr * 2
+        hist["value"].append(f.clone())
+        if record is not None:
+            for k, v in record(x).items():
+                hist[k].append(v)
+    return {k: torch.stack(v) for k, v in hist.items()}
+
+
+def first_hit(mask: torch.Tensor) -> torch.Tensor:
+    """For a history of conditions (steps+1, B) bool, the first step at which each run meets it;
+    ``steps+1`` (the history length) for runs that never do."""
+    hit = mask.to(torch.int8)
+    first = hit.argmax(0)
+    return torch.where(mask.any(0), first, torch.full_like(first, mask.shape[0]))

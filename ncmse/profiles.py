@@ -35,6 +35,15 @@ _SETTINGS = {
         "paper": dict(K=10, n=50, lambda_W=5e-4, lambda_H=5e-4, n_init=32, spread_d=3, spread_n_init=256,
                       mc_samples=100000, mc_K=(3, 4, 5, 6, 8, 10, 12, 16, 20, 32), ce_n_init=64, draw_n_init=32),
     },
+    # Chapter "Rescaled MSE" (book/rescaled_mse.md).
+    "rescaled": {
+        "smoke": dict(K=4, n=3, d=4, lambda_W=5e-4, lambda_H=5e-4, n_init=3, grid=40, race_K=4, race_n=3,
+                      race_d=4, race_n_init=3, race_steps=80),
+        "cpu": dict(K=10, n=10, d=10, lambda_W=5e-4, lambda_H=5e-4, n_init=8, grid=121, race_K=10, race_n=10,
+                    race_d=16, race_n_init=16, race_steps=400),
+        "paper": dict(K=10, n=50, d=16, lambda_W=5e-4, lambda_H=5e-4, n_init=32, grid=201, race_K=10, race_n=50,
+                      race_d=16, race_n_init=64, race_steps=1000),
+    },
 }
 
 

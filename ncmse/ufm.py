@@ -41,9 +41,10 @@ import torch
 from . import etf
 from .losses import cross_entropy, rescaled_mse, rescaled_mse_grad
 from .metrics import nc_metrics
-from .optim import lbfgs
+from .optim import gradient_descent, lbfgs
 
-__all__ = ["UFM", "CrossEntropyUFM", "UFMSolution", "ReducedMinimizer", "reduced_minimizer", "solve_batch", "scan"]
+__all__ = ["UFM", "CrossEntropyUFM", "UFMSolution", "ReducedMinimizer", "reduced_minimizer", "solve_batch", "scan",
+           "descent_history"]
 
 
 @dataclass(frozen=True)
@@ -649,3 +650,31 @@ def scan(problems: list[UFM], *, n_init: int = 4, seed: int = 0, progress: bool 
                     "f": float(sol.objective.min()), "f_star": r.value, "a_star": r.a, "e_star": r.e,
                     "u_star": r.u, "regime": p.regime()})
     return out
+
+
+def descent_history(problem: UFM, *, n_init: int = 8, steps: int = 500, seed: int = 0,
+                    init_scale: float = 0.1) -> dict[str, torch.Tensor]:
+    """Gradient descent on a UFM (any loss) from ``n_init`` random starts with the one step-size rule of
+    :func:`ncmse.optim.gradient_descent`; records after every step the training accuracy (fraction
+    of features h_{k,i} whose logits W h + b peak at k) and the within-class spread
+    ‖H − H̄ ⊗ 1ᵀ‖²/‖H̄ ⊗ 1ᵀ − mean‖² (a cheap NC1 proxy).  Each history entry is (steps+1, n_init).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    x0 = torch.randn(n_init, problem.n_params, generator=gen, dtype=torch.float64) * (init_scale / math.sqrt(problem.d))
+    labels = problem.labels()
+
+    def fun(x):
+        W, H, b = problem.unpack(x)
+        gW, gH, gb = problem.gradient(W, H, b)
+        return problem.value(W, H, b), problem.pack(gW, gH, gb)
+
+    def record(x):
+        W, H, b = problem.unpack(x)
+        Z = problem.logits(W, H, b)                                  # (B, K, N)
+        accuracy = (Z.argmax(-2) == labels).double().mean(-1)
+        means = problem.class_means(H)                               # (B, d, K)
+        within = ((H - means.repeat_interleave(problem.n, -1)) ** 2).sum((-1, -2))
+        between = problem.n * ((means - means.mean(-1, keepdim=True)) ** 2).sum((-1, -2))
+        return {"accuracy": accuracy, "within_over_between": within / between.clamp_min(1e-300)}
+
+    return gradient_descent(fun, x0, steps=steps, record=record)

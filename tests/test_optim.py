@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from ncmse.optim import lbfgs
+from ncmse.optim import first_hit, lbfgs
 
 
 def test_batched_lbfgs_solves_independent_quadratics(gen):
@@ -23,3 +23,8 @@ def test_batched_lbfgs_solves_independent_quadratics(gen):
 def test_rejects_bad_shape():
     with pytest.raises(ValueError, match="shape"):
         lbfgs(lambda x: (x.sum(), x), torch.zeros(3))
+
+
+def test_first_hit():
+    mask = torch.tensor([[False, False, True], [True, False, True], [True, False, False]])
+    assert first_hit(mask).tolist() == [1, 3, 0]
