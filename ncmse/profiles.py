@@ -44,6 +44,15 @@ _SETTINGS = {
         "paper": dict(K=10, n=50, d=16, lambda_W=5e-4, lambda_H=5e-4, n_init=32, grid=201, race_K=10, race_n=50,
                       race_d=16, race_n_init=64, race_steps=1000),
     },
+    # Chapter "The benign landscape" (book/benign_landscape.md).
+    "benign": {
+        "smoke": dict(K=4, n=2, d=4, lambda_W=1e-2, lambda_H=2e-2, n_random=64, random_steps=150,
+                      eps=(1e-2, 1e-5, 1e-8), escape_steps=200, zero_grid=9),
+        "cpu": dict(K=5, n=3, d=6, lambda_W=5e-3, lambda_H=1e-2, n_random=1000, random_steps=400,
+                    eps=(1e-2, 1e-4, 1e-6, 1e-8, 1e-10), escape_steps=400, zero_grid=25),
+        "paper": dict(K=6, n=4, d=8, lambda_W=5e-3, lambda_H=1e-2, n_random=4000, random_steps=1000,
+                      eps=(1e-2, 1e-4, 1e-6, 1e-8, 1e-10, 1e-12), escape_steps=800, zero_grid=41),
+    },
 }
 
 

@@ -44,7 +44,7 @@ from .metrics import nc_metrics
 from .optim import gradient_descent, lbfgs
 
 __all__ = ["UFM", "CrossEntropyUFM", "UFMSolution", "ReducedMinimizer", "reduced_minimizer", "solve_batch", "scan",
-           "descent_history"]
+           "descent_history", "escape_saddle"]
 
 
 @dataclass(frozen=True)
@@ -498,6 +498,88 @@ class UFM:
             return math.sqrt(2 - 2 * math.sqrt(self.d / (self.K - 1)))
         raise ValueError(f"NC2 at the minimum is derived for the 'etf' and 'projected etf' regimes, not {regime!r}")
 
+    # ------------------------------------------------------- landscape
+    # Chapter "The benign landscape".  For MSE (α = 1, any M) with a free bias every critical point has
+    # NC1 (∇_H f = 0 gives H = −(Nλ_H I + WᵀW)^{-1} Wᵀ(b1ᵀ − Y), a function of the label only), so
+    # W H = Q Y, and the factored problem decouples along the singular directions of M C: each one is
+    # either off (0) or on with the shrunk value a = M − Kλ.  The rank-r critical points are therefore
+    # Q = a P_S for r-dimensional subspaces S ⊂ 1^⊥, factored with balance, b = (M/K) 1: the global
+    # minimizers of the same model with d = r, embedded in R^d.  At one of them, the directions
+    # ΔW = x s ρᵀ, ΔH = y ρ sᵀY/√n with s ∈ 1^⊥ ⊥ S and ρ ⊥ range(R) (unit vectors) decouple into 2×2
+    # blocks [[λ_W, −M/(K√n)], [−M/(K√n), λ_H]]: (K−1−r)(d−r) negative eigenvalues, each equal to
+    # (λ_W+λ_H)/2 − √(((λ_W−λ_H)/2)² + M²/(K² n)) — negative exactly when λ < M/K.
+    def _require_mse_free_bias(self, what: str) -> None:
+        if not (self.bias and self.lambda_b == 0.0 and self.alpha == 1.0):
+            raise NotImplementedError(f"{what} is derived for MSE (α = 1) with a free bias (λ_b = 0)")
+
+    def critical_point(self, rank: int, seed: int = 0):
+        """A critical point (W, H, b) whose product W H has the given rank (module comment above).
+
+        rank ∈ {0, …, min(d, K−1)} in the non-trivial regime (the largest is a global minimizer),
+        only 0 in the trivial one.  ``seed`` draws the subspace S and the feature-space embedding R.
+        """
+        self._require_mse_free_bias("critical_point")
+        top = min(self.d, self.K - 1) if self._low_rank_a() > 0 else 0
+        if not isinstance(rank, int) or not 0 <= rank <= top:
+            raise ValueError(f"rank must be an integer in [0, {top}] here, got {rank!r}")
+        b = torch.full((self.K,), self.M / self.K, dtype=torch.float64)
+        if rank == 0:
+            return torch.zeros(self.K, self.d, dtype=torch.float64), torch.zeros(self.d, self.N, dtype=torch.float64), b
+        gen = torch.Generator().manual_seed(seed)
+        S = etf.random_subspace(self.K, rank, generator=gen)
+        R = etf.random_orthonormal(self.d, rank, generator=gen)
+        return (*self._factor(S, torch.full((rank,), self._low_rank_a(), dtype=torch.float64), R), b)
+
+    def critical_value(self, rank: int) -> float:
+        """f at a rank-r critical point: [M²(K−1−r) + r (Kλ)²]/(2K) + λ r (M − Kλ) (a = M − Kλ)."""
+        self._require_mse_free_bias("critical_value")
+        lam = math.sqrt(self.n * self.lambda_W * self.lambda_H)
+        a, K, M = self._low_rank_a(), self.K, self.M
+        if rank > 0 and a == 0:
+            raise ValueError("in the trivial regime the only critical point is rank 0")
+        return (M**2 * (K - 1 - rank) + rank * (M - a) ** 2) / (2 * K) + lam * rank * a
+
+    def predicted_curvature(self, rank: int) -> dict[str, float]:
+        """Prediction at the rank-r critical point: number of negative Hessian eigenvalues
+        (K−1−r)(d−r) (0 in the trivial regime) and the smallest eigenvalue (module comment)."""
+        self._require_mse_free_bias("predicted_curvature")
+        lw, lh = self.lambda_W, self.lambda_H
+        smallest = (lw + lh) / 2 - math.sqrt(((lw - lh) / 2) ** 2 + self.M**2 / (self.K**2 * self.n))
+        if smallest >= 0:          # trivial regime: 0 is the global minimizer, strictly convex there
+            return {"n_negative": 0, "smallest": smallest if rank == 0 else math.nan}
+        if rank == min(self.d, self.K - 1):   # the global minimizer: no negative eigenvalue
+            return {"n_negative": 0, "smallest": math.nan}
+        return {"n_negative": (self.K - 1 - rank) * (self.d - rank), "smallest": smallest}
+
+    def hessian(self, W, H, b=None, *, max_params: int = 6000) -> torch.Tensor:
+        """The exact Hessian of f at (W, H, b), dense (n_params, n_params), by autograd, in the order of
+        :meth:`pack`.  Refuses problems with more than ``max_params`` parameters (use
+        :meth:`hessian_vector_product` there)."""
+        if self.n_params > max_params:
+            raise ValueError(f"{self.n_params} parameters: too many for a dense Hessian (max_params={max_params})")
+        x = self.pack(*self._check(W, H, b)).detach()
+        Hm = torch.autograd.functional.hessian(lambda v: self.value(*self.unpack(v)), x)
+        return 0.5 * (Hm + Hm.T)
+
+    def hessian_vector_product(self, W, H, b, V: torch.Tensor) -> torch.Tensor:
+        """∇²f(W, H, b) · V for packed directions V (n_params,) or (m, n_params), by double backward."""
+        x = self.pack(*self._check(W, H, b)).detach().requires_grad_(True)
+        g = self.pack(*self.gradient(*self.unpack(x)))
+        V = torch.as_tensor(V, dtype=torch.float64)
+        rows = V if V.ndim == 2 else V[None]
+        out = torch.stack([torch.autograd.grad(g, x, v, retain_graph=True)[0] for v in rows])
+        return out if V.ndim == 2 else out[0]
+
+    def hessian_eigenvalues(self, W, H, b=None) -> torch.Tensor:
+        """All eigenvalues of the Hessian, ascending (dense; small problems)."""
+        return torch.linalg.eigvalsh(self.hessian(W, H, b))
+
+    def negative_curvature_direction(self, W, H, b=None):
+        """(λ_min, direction): the smallest Hessian eigenvalue and its unit eigenvector, unpacked as
+        (ΔW, ΔH, Δb).  At a strict saddle λ_min < 0 and f decreases along ±direction."""
+        ev, vec = torch.linalg.eigh(self.hessian(W, H, b))
+        return float(ev[0]), self.unpack(vec[:, 0])
+
     # ------------------------------------------------------------- analysis
     def class_mean_logits(self, W, H, b=None) -> torch.Tensor:
         """Logits of the class means, column k for class k: W H̄ + b 1ᵀ, shape (..., K, K)."""
@@ -653,14 +735,18 @@ def scan(problems: list[UFM], *, n_init: int = 4, seed: int = 0, progress: bool 
 
 
 def descent_history(problem: UFM, *, n_init: int = 8, steps: int = 500, seed: int = 0,
-                    init_scale: float = 0.1) -> dict[str, torch.Tensor]:
+                    init_scale: float = 0.1, x0: torch.Tensor | None = None,
+                    lr0: float = 1.0) -> dict[str, torch.Tensor]:
     """Gradient descent on a UFM (any loss) from ``n_init`` random starts with the one step-size rule of
     :func:`ncmse.optim.gradient_descent`; records after every step the training accuracy (fraction
     of features h_{k,i} whose logits W h + b peak at k) and the within-class spread
     ‖H − H̄ ⊗ 1ᵀ‖²/‖H̄ ⊗ 1ᵀ − mean‖² (a cheap NC1 proxy).  Each history entry is (steps+1, n_init).
+    ``x0`` (B, n_params) replaces the random starts (e.g. points next to a saddle).
     """
-    gen = torch.Generator().manual_seed(seed)
-    x0 = torch.randn(n_init, problem.n_params, generator=gen, dtype=torch.float64) * (init_scale / math.sqrt(problem.d))
+    if x0 is None:
+        gen = torch.Generator().manual_seed(seed)
+        x0 = torch.randn(n_init, problem.n_params, generator=gen, dtype=torch.float64)
+        x0 = x0 * (init_scale / math.sqrt(problem.d))
     labels = problem.labels()
 
     def fun(x):
@@ -677,4 +763,19 @@ def descent_history(problem: UFM, *, n_init: int = 8, steps: int = 500, seed: in
         between = problem.n * ((means - means.mean(-1, keepdim=True)) ** 2).sum((-1, -2))
         return {"accuracy": accuracy, "within_over_between": within / between.clamp_min(1e-300)}
 
-    return gradient_descent(fun, x0, steps=steps, record=record)
+    return gradient_descent(fun, x0, steps=steps, record=record, lr0=lr0)
+
+
+def escape_saddle(problem: UFM, W, H, b, *, eps: float = 1e-3, steps: int = 300,
+                  tol: float = 1e-10) -> dict[str, torch.Tensor]:
+    """Step ``eps`` along the negative-curvature direction at a saddle (both signs) and follow gradient
+    descent (:func:`descent_history`); returns its history for the two starts, plus ``lambda_min``.
+    Raises where the smallest Hessian eigenvalue is above −``tol`` (no strict saddle)."""
+    lam_min, (dW, dH, db) = problem.negative_curvature_direction(W, H, b)
+    if lam_min >= -tol:
+        raise ValueError(f"no negative curvature here (smallest eigenvalue {lam_min:.3e}): not a strict saddle")
+    x = problem.pack(W, H, b)
+    v = problem.pack(dW, dH, db)
+    hist = descent_history(problem, x0=torch.stack([x + eps * v, x - eps * v]), steps=steps)
+    hist["lambda_min"] = torch.tensor(lam_min, dtype=torch.float64)
+    return hist
