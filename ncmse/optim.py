@@ -128,7 +128,10 @@ def gradient_descent(
     max_backtracks: int = 40,
 ) -> dict[str, torch.Tensor]:
     """Batched gradient descent with one step-size rule for every problem: Armijo backtracking
-    (halve until f(x − η∇f) ≤ f(x) − ½η‖∇f‖²), each step starting from twice the last accepted η.
+    (halve until f(x − η∇f) ≤ f(x) − ½η‖∇f‖² + 4ε|f(x)|), each step starting from twice the last
+    accepted η.  The round-off allowance 4ε|f| (ε: machine epsilon) lets descent cross plateaus — next
+    to a saddle, say — where a step changes f by less than f's last digit; without it the rule would
+    shrink η to nothing there.
 
     fun: x (B, P) ↦ (f (B,), ∇f (B, P)).  ``record(x)`` returns per-problem quantities (B,) to log after
     every step.  Returns the history: ``value`` (steps+1, B), ``lr`` (steps, B) and each recorded key
@@ -142,14 +145,16 @@ def gradient_descent(
     if record is not None:
         for k, v in record(x).items():
             hist[k] = [v]
+    eps = torch.finfo(x.dtype).eps
     for _ in range(steps):
         gg = (g * g).sum(1)
+        roundoff = 4 * eps * f.abs()
         pending = torch.ones(B, dtype=torch.bool, device=x.device)
         x_new, f_new, g_new = x.clone(), f.clone(), g.clone()
         for _ in range(max_backtracks):
             trial = x - lr[:, None] * g
             f_t, g_t = fun(trial)
-            ok = pending & (f_t <= f - 0.5 * lr * gg)
+            ok = pending & (f_t <= f - 0.5 * lr * gg + roundoff)
             x_new[ok], f_new[ok], g_new[ok] = trial[ok], f_t[ok], g_t[ok]
             pending &= ~ok
             if not bool(pending.any()):
