@@ -67,11 +67,14 @@ def markdown_table(rows, columns, formats=None) -> str:
     formats = formats or [None] * len(columns)
     if len(formats) != len(columns):
         raise ValueError("need one format per column")
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    def cell(text: str) -> str:            # a '|' inside a cell would end it
+        return text.replace("|", "\\|")
+
+    lines = ["| " + " | ".join(cell(c) for c in columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
         if len(row) != len(columns):
             raise ValueError(f"row {row!r} has {len(row)} entries, expected {len(columns)}")
-        cells = [str(v) if f is None else format(v, f) for v, f in zip(row, formats, strict=True)]
+        cells = [cell(str(v) if f is None else format(v, f)) for v, f in zip(row, formats, strict=True)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -34,7 +34,8 @@ _PAGE_PROBE = """
   const clone = article.cloneNode(true);
   clone.querySelectorAll('mjx-container, script, style, pre, code, .highlight').forEach(e => e.remove());
   const text = clone.innerText;
-  const raw = ['\\\\(', '\\\\[', '$$', '\\\\begin{'].filter(s => text.includes(s));
+  const raw = ['\\\\(', '\\\\[', '$$', '\\\\begin{'].filter(s => text.includes(s))
+      .concat((text.match(/\\\\[a-zA-Z]+/g) || []).slice(0, 5));   // a TeX command shown as text
   const mathErrors = [...article.querySelectorAll('mjx-merror, .MathJax_Error')].map(e => e.textContent);
   const rendered = article.querySelectorAll('mjx-container').length;
   const errors = [...article.querySelectorAll(
