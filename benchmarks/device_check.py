@@ -45,7 +45,6 @@ def main() -> int:
     report = {"torch": torch.__version__, "gpu": torch.cuda.get_device_name(0)}
     S = settings("ufm_global", "paper")
     ufm = UFM(K=S["K"], n=S["n"], d=S["d"], lambda_W=S["lambda_W"], lambda_H=S["lambda_H"])
-    f_star = ufm.global_minimum()
     n_init = args.n_init or S["n_init"]
     for dev in (cuda, cpu):
         sol, secs = timed(lambda dev=dev: ufm.solve(seed=0, n_init=n_init, device=dev), dev)

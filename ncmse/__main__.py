@@ -19,12 +19,50 @@ def main(argv: list[str] | None = None) -> int:
                            "the others reuse their last execution")
     book.add_argument("--no-build", action="store_true", help="execute only; do not build the site")
     book.add_argument("--timeout", type=int, default=3600, help="per-cell timeout in seconds")
+    for name, helptext in (("train", "train one configuration (cached under data/results)"),
+                           ("sweep", "train a sweep d × loss × seed at a profile, with a summary table")):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("--profile", choices=PROFILES, default=DEFAULT_PROFILE, help="base configuration")
+        p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available)")
+        p.add_argument("--loss", nargs="+" if name == "sweep" else None, choices=("mse", "rmse", "ce"))
+        p.add_argument("--d", nargs="+" if name == "sweep" else None, type=int, help="feature dimension(s)")
+        p.add_argument("--seed", nargs="+" if name == "sweep" else None, type=int)
+        for opt, typ in (("--dataset", str), ("--model", str), ("--epochs", int), ("--lr", float),
+                         ("--alpha", float), ("--M", float), ("--n-per-class", int)):
+            p.add_argument(opt, type=typ)
+        p.add_argument("--linear-features", action="store_true", help="no ReLU on the feature layer")
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
+    if args.command in ("train", "sweep"):
+        return _train_or_sweep(args)
     if args.command == "book":
         from .runner import run
 
         return run(args.profile, chapters=args.chapters, build=not args.no_build, timeout=args.timeout)
     return 2
+
+
+def _train_or_sweep(args) -> int:
+    from .experiments import SUMMARY_COLUMNS, profile_config, summary_rows, sweep, sweep_configs
+    from .plotting import markdown_table
+
+    changes = {k: v for k, v in (("dataset", args.dataset), ("model", args.model), ("epochs", args.epochs),
+                                 ("lr", args.lr), ("alpha", args.alpha), ("M", args.M),
+                                 ("n_per_class", args.n_per_class)) if v is not None}
+    if args.linear_features:
+        changes["feature_relu"] = False
+    as_list = (lambda v: v or ()) if args.command == "sweep" else (lambda v: () if v is None else (v,))
+    try:
+        base = profile_config(args.profile, **changes)
+        configs = sweep_configs(base, ds=as_list(args.d), losses=as_list(args.loss), seeds=as_list(args.seed))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"[ncmse] {len(configs)} run(s) at profile '{args.profile}' (cached runs are not retrained)")
+    results = sweep(configs, device=args.device, progress=not args.quiet)
+    print(markdown_table(summary_rows(results), list(SUMMARY_COLUMNS),
+                         formats=[None, None, None, None, None, ".4f", ".4f", ".3g", None, ".1f", None]))
+    return 0
 
 
 if __name__ == "__main__":

@@ -14,6 +14,6 @@ def test_ruff_clean():
     exe = Path(sys.executable).parent / "ruff"
     if not exe.exists() and shutil.which("ruff") is None:
         pytest.skip("ruff not installed (install the dev extra)")
-    cmd = [str(exe) if exe.exists() else "ruff", "check", "ncmse", "tests"]
+    cmd = [str(exe) if exe.exists() else "ruff", "check", "ncmse", "tests", "benchmarks"]
     res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr

@@ -1,0 +1,549 @@
+"""Datasets as tensors: MNIST, Fashion-MNIST and CIFAR-10 held whole in memory, with a mini-batch loader
+that shuffles, augments and normalizes on the device.
+
+The deep-network experiments (DESIGN.md, claim 4) train on small images that fit in memory many times
+over, so a dataset here is two tensors, images ``x`` (N, C, H, W) uint8 and labels ``y`` (N,) int64,
+and :class:`TensorLoader` cuts mini-batches out of them with tensor indexing: no worker processes,
+no PIL, no per-sample Python on the hot path.
+
+Where the data come from (:func:`data_root`): the ``root`` argument, else the environment variable
+``NCMSE_DATA_ROOT``, else ``<repo>/data``.
+
+* MNIST and Fashion-MNIST through ``torchvision.datasets``: the idx files in ``<root>/MNIST/raw`` and
+  ``<root>/FashionMNIST/raw`` are read where present, downloaded (``download=True``) where not.
+* CIFAR-10 through ``torchvision.datasets.CIFAR10`` (the md5-checked python batches in
+  ``<root>/cifar-10-batches-py``, downloaded when allowed); where those are absent and cannot be
+  downloaded, an image-folder copy ``<dir>/{train,test}/<class>/*.{jpg,png}`` found under the root or
+  the tarball ``<root>/cifar10-jpeg/*.tar.gz`` of such a copy (the offline copy of data/README.md).  Each
+  split is decoded once, straight from the folder or the archive (nothing is extracted), into the cache
+  ``<cache>/cifar10-jpeg/<split>.pt`` in a writable folder, so later loads take a second.
+  The JPEG copy is lossy, so its :attr:`Tensors.source` is ``"CIFAR-10 (JPEG copy)"`` and results on
+  it must carry that label.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tarfile
+import tempfile
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from urllib.error import URLError
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "DATASETS",
+    "SPLITS",
+    "Tensors",
+    "data_root",
+    "load_dataset",
+    "balanced_indices",
+    "subsample",
+    "channel_stats",
+    "crop_flip",
+    "random_crop_flip",
+    "TensorLoader",
+]
+
+DATASETS = ("mnist", "fashion_mnist", "cifar10")
+SPLITS = ("train", "test")
+
+_REPO_DATA = Path(__file__).resolve().parent.parent / "data"
+_JPEG_FOLDER = "cifar10-jpeg"                  # name of the image-folder copy under the root and the cache
+_JPEG_SOURCE = "CIFAR-10 (JPEG copy)"
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+_CACHE_FORMAT = "ncmse.data image folder v1"
+_DECODE_CHUNK = 1024
+
+
+@dataclass(frozen=True, eq=False)
+class Tensors:
+    """A dataset held as tensors: images ``x`` (N, C, H, W) uint8 and labels ``y`` (N,) int64 in [0, K).
+
+    ``classes`` names the K classes in label order; ``source`` says what the data are ("MNIST",
+    "Fashion-MNIST", "CIFAR-10", "CIFAR-10 (JPEG copy)") and belongs in every result computed on them;
+    ``path`` is where they were read from (provenance only).  Indexing gives ``(x[i], y[i])`` like a
+    ``torch.utils.data.TensorDataset``.
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    classes: list[str]
+    source: str
+    path: str = ""
+
+    def __post_init__(self):
+        if self.x.ndim != 4 or self.x.dtype != torch.uint8:
+            raise ValueError(f"x must be a uint8 tensor (N, C, H, W), got {self.x.dtype} {tuple(self.x.shape)}")
+        if self.y.shape != self.x.shape[:1] or self.y.dtype != torch.int64:
+            raise ValueError(f"y must be an int64 tensor ({self.x.shape[0]},), got {self.y.dtype} "
+                             f"{tuple(self.y.shape)}")
+        if self.y.numel() and (int(self.y.min()) < 0 or int(self.y.max()) >= len(self.classes)):
+            raise ValueError(f"labels must lie in [0, {len(self.classes)}), got range "
+                             f"[{int(self.y.min())}, {int(self.y.max())}]")
+
+    @property
+    def K(self) -> int:
+        """Number of classes."""
+        return len(self.classes)
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def __getitem__(self, i):
+        return self.x[i], self.y[i]
+
+    def subset(self, indices: torch.Tensor) -> Tensors:
+        """The samples at ``indices`` (M,), in that order."""
+        indices = torch.as_tensor(indices, dtype=torch.int64, device=self.x.device)
+        return Tensors(self.x[indices], self.y[indices], list(self.classes), self.source, self.path)
+
+    def to(self, device) -> Tensors:
+        """The same data on ``device``."""
+        return Tensors(self.x.to(device), self.y.to(device), list(self.classes), self.source, self.path)
+
+
+# --------------------------------------------------------------------------------------------- loading
+
+def data_root(root: str | os.PathLike | None = None) -> Path:
+    """The data folder: ``root`` if given, else ``$NCMSE_DATA_ROOT`` if set, else ``<repo>/data``."""
+    if root is not None:
+        return Path(root).expanduser()
+    env = os.environ.get("NCMSE_DATA_ROOT")
+    if env:
+        return Path(env).expanduser()
+    return _REPO_DATA
+
+
+def _check_name_split(name: str, split: str) -> tuple[str, str]:
+    key = str(name).lower().replace("-", "_")
+    key = {"fashionmnist": "fashion_mnist", "cifar_10": "cifar10"}.get(key, key)
+    if key not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join(map(repr, DATASETS))}")
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected 'train' or 'test'")
+    return key, split
+
+
+def _writable(path: Path) -> bool:
+    """Whether files can be created in ``path`` (created if missing and its parent allows it)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(path, os.W_OK | os.X_OK)
+
+
+def _reason(err: BaseException, limit: int = 400) -> str:
+    """The error as one short line (torchvision's download errors span several lines, one per mirror)."""
+    text = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+    if len(text) > limit:
+        text = text[:limit - 1] + "…"
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def _missing_message(what: str, root: Path, expected: str, download: bool, failure: str | None) -> str:
+    lines = [f"{what} not found under {root} (expected {expected})."]
+    if failure:
+        lines.append(f"The download failed ({failure}).")
+    elif not download:
+        lines.append("download=False, so nothing was downloaded.")
+    lines.append("To fix: call with download=True on a machine with internet access; or set the environment "
+                 "variable NCMSE_DATA_ROOT (or pass root=...) to a folder holding the files "
+                 f"({expected}); the offline copies described in data/README.md are laid out that way.")
+    return " ".join(lines)
+
+
+def load_dataset(name: str, split: str, *, root: str | os.PathLike | None = None, download: bool = True,
+                 cache_dir: str | os.PathLike | None = None) -> Tensors:
+    """Load a whole split as :class:`Tensors`.
+
+    name: ``"mnist"``, ``"fashion_mnist"`` or ``"cifar10"``; split: ``"train"`` or ``"test"``.
+    root: the data folder (see :func:`data_root`).  download: let torchvision download what is missing
+    (needs internet; with ``False`` nothing touches the network).  cache_dir: writable folder for the
+    decoded image-folder copy of CIFAR-10, ``<cache_dir>/cifar10-jpeg/<split>.pt`` (default: the root if
+    writable, else ``<repo>/data``; a read-only root such as a shared offline copy is never written to).
+
+    Returns x (N, 1, 28, 28) for MNIST / Fashion-MNIST (N = 60,000 train, 10,000 test) and
+    x (N, 3, 32, 32) for CIFAR-10 (N = 50,000 / 10,000), uint8, with labels y (N,) int64.
+    Raises FileNotFoundError, saying what to do, when the data are neither present nor downloadable.
+    """
+    key, split = _check_name_split(name, split)
+    base = data_root(root)
+    if key == "cifar10":
+        work = Path(cache_dir).expanduser() if cache_dir is not None else (base if _writable(base) else _REPO_DATA)
+        return _load_cifar10(base, split, download, work)
+    return _load_mnist_like(key, base, split, download)
+
+
+def _load_mnist_like(key: str, root: Path, split: str, download: bool) -> Tensors:
+    from torchvision import datasets
+
+    cls, source = (datasets.MNIST, "MNIST") if key == "mnist" else (datasets.FashionMNIST, "Fashion-MNIST")
+    expected = f"the four idx files in {root / cls.__name__ / 'raw'}"
+    try:
+        ds = cls(root=str(root), train=split == "train", download=download)
+    except (URLError, RuntimeError, OSError) as err:
+        failure = _reason(err) if download else None
+        raise FileNotFoundError(_missing_message(source, root, expected, download, failure)) from None
+    x = ds.data.to(torch.uint8).unsqueeze(1).contiguous()                 # (N, 1, 28, 28)
+    y = ds.targets.to(torch.int64).clone()                                # (N,)
+    return Tensors(x, y, list(ds.classes), source, str(Path(ds.raw_folder)))
+
+
+def _load_cifar10(root: Path, split: str, download: bool, work: Path) -> Tensors:
+    from torchvision import datasets
+
+    train = split == "train"
+    failure = None
+    try:                                               # the python batches, if present: no network
+        ds = datasets.CIFAR10(root=str(root), train=train, download=False)
+    except (RuntimeError, OSError):
+        ds = None
+    if ds is None and download:
+        if _writable(root):
+            try:
+                ds = datasets.CIFAR10(root=str(root), train=train, download=True)
+            except (URLError, RuntimeError, OSError) as err:
+                failure = _reason(err)
+        else:
+            failure = f"{root} is not writable, so no download was tried"
+    if ds is not None:
+        x = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()   # (N, 3, 32, 32)
+        y = torch.as_tensor(ds.targets, dtype=torch.int64)
+        return Tensors(x, y, list(ds.classes), "CIFAR-10", str(root / ds.base_folder))
+    got = _load_image_folder_copy(root, split, work)
+    if got is not None:
+        return got
+    expected = (f"the python batches in {root / 'cifar-10-batches-py'}, an image folder "
+                f"{root}/<name>/{split}/<class>/*.jpg, or the tarball {root / _JPEG_FOLDER}/*.tar.gz")
+    raise FileNotFoundError(_missing_message("CIFAR-10", root, expected, download, failure))
+
+
+# ------------------------------------------------------------------------- CIFAR-10 as an image folder
+
+def _class_dirs(split_dir: Path) -> list[Path]:
+    """Class folders of an image-folder split, sorted by name (for CIFAR-10: its label order)."""
+    if not split_dir.is_dir():
+        return []
+    return sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _find_image_folder(bases: Sequence[Path], split: str) -> Path | None:
+    """First ``<base>/<name>/`` with ``<split>/<class>/<image>`` inside, bases in order, names sorted."""
+    for base in bases:
+        if not base.is_dir():
+            continue
+        for d in sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            dirs = _class_dirs(d / split)
+            if len(dirs) >= 2 and any(f.suffix.lower() in _IMAGE_SUFFIXES for f in dirs[0].iterdir()):
+                return d
+    return None
+
+
+def _decode(encoded: list[torch.Tensor], desc: str) -> torch.Tensor:
+    """Decode encoded JPEG/PNG files (1-D uint8 tensors) in chunks into x (N, 3, H, W) uint8, with progress."""
+    from torchvision.io import ImageReadMode, decode_image
+    from tqdm.auto import tqdm
+
+    x = None
+    with warnings.catch_warnings():
+        # torchvision 0.29 deprecates its image I/O in favour of torchcodec; it still works, and is all we need.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        with tqdm(total=len(encoded), desc=desc, unit=" img", mininterval=1.0) as bar:
+            for start in range(0, len(encoded), _DECODE_CHUNK):
+                chunk = [decode_image(e, mode=ImageReadMode.RGB) for e in encoded[start:start + _DECODE_CHUNK]]
+                if x is None:
+                    x = torch.empty((len(encoded), *chunk[0].shape), dtype=torch.uint8)
+                shapes = {tuple(c.shape) for c in chunk}
+                if shapes != {tuple(x.shape[1:])}:
+                    raise ValueError(f"{desc}: images differ in size, {sorted(shapes)} vs {tuple(x.shape[1:])}")
+                x[start:start + len(chunk)] = torch.stack(chunk)
+                bar.update(len(chunk))
+    return x
+
+
+def _decode_folder(split_dir: Path) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """``split_dir/<class>/*.{jpg,png}`` as x (N, 3, H, W) uint8, y (N,) int64 and the sorted class names."""
+    from torchvision.io import read_file
+
+    dirs = _class_dirs(split_dir)
+    files, labels = [], []
+    for k, d in enumerate(dirs):
+        fs = sorted(f for f in d.iterdir() if f.suffix.lower() in _IMAGE_SUFFIXES)
+        files += fs
+        labels += [k] * len(fs)
+    if not files:
+        raise FileNotFoundError(f"no images in {split_dir}/<class>/")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        encoded = [read_file(str(f)) for f in files]
+    x = _decode(encoded, f"decoding {split_dir}")
+    return x, torch.tensor(labels, dtype=torch.int64), [d.name for d in dirs]
+
+
+def _decode_tarball(tarball: Path, split: str) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """The images ``[prefix/]<split>/<class>/<file>`` of a tarball, decoded straight from the archive.
+
+    Nothing is extracted to disk: 60,000 small files cost far more to create (tens of seconds of system
+    time on a busy disk) than the one decoded tensor file that replaces them.  Same order as
+    :func:`_decode_folder`: classes sorted by name, files by name within a class.
+    """
+    from tqdm.auto import tqdm
+
+    by_class: dict[str, list[tuple[str, bytes]]] = {}
+    with tarfile.open(tarball) as tf, tqdm(desc=f"reading {tarball.name}", unit=" files", mininterval=1.0) as bar:
+        for member in tf:
+            bar.update()
+            parts = PurePosixPath(member.name).parts
+            if (member.isfile() and len(parts) >= 3 and parts[-3] == split
+                    and PurePosixPath(parts[-1]).suffix.lower() in _IMAGE_SUFFIXES):
+                by_class.setdefault(parts[-2], []).append((parts[-1], tf.extractfile(member).read()))
+    if not by_class:
+        raise FileNotFoundError(f"{tarball} holds no images under {split}/<class>/")
+    classes = sorted(by_class)
+    encoded, labels = [], []
+    for k, name in enumerate(classes):
+        files = sorted(by_class[name])
+        encoded += [torch.frombuffer(bytearray(data), dtype=torch.uint8) for _, data in files]
+        labels += [k] * len(files)
+    x = _decode(encoded, f"decoding {tarball.name}:{split}")
+    return x, torch.tensor(labels, dtype=torch.int64), classes
+
+
+def _save_atomically(obj, path: Path) -> None:
+    """torch.save to a temporary file beside ``path``, then rename: readers never see half a file."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.chmod(tmp, 0o644)                       # mkstemp makes it owner-only
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _load_image_folder_copy(root: Path, split: str, work: Path) -> Tensors | None:
+    """CIFAR-10 from an image-folder copy, or None where there is none.
+
+    In order: the decoded cache ``<work>/cifar10-jpeg/<split>.pt``; an image folder
+    ``<base>/<name>/<split>/<class>/`` with base = work, then root; the tarball
+    ``<root or work>/cifar10-jpeg/*.tar.gz``.  What is decoded is cached when ``<work>`` is writable.
+    """
+    target = work / _JPEG_FOLDER
+    cache = target / f"{split}.pt"
+    if cache.is_file():
+        blob = torch.load(cache, weights_only=True)
+        if isinstance(blob, dict) and blob.get("format") == _CACHE_FORMAT:
+            return Tensors(blob["x"], blob["y"], list(blob["classes"]), blob["source"], blob["path"])
+    folder = _find_image_folder([work, root] if work != root else [root], split)
+    if folder is not None:
+        x, y, classes = _decode_folder(folder / split)
+        path = str(folder / split)
+    else:
+        tarballs = sorted((root / _JPEG_FOLDER).glob("*.tar.gz")) + sorted(target.glob("*.tar.gz"))
+        if not tarballs:
+            return None
+        x, y, classes = _decode_tarball(tarballs[0], split)
+        path = f"{tarballs[0]}:{split}"
+    if len(classes) != 10:
+        raise ValueError(f"{path} has {len(classes)} class folders, CIFAR-10 has 10")
+    if _writable(target):
+        _save_atomically({"format": _CACHE_FORMAT, "x": x, "y": y, "classes": classes, "source": _JPEG_SOURCE,
+                          "path": path}, cache)
+    return Tensors(x, y, classes, _JPEG_SOURCE, path)
+
+
+# ------------------------------------------------------------------------------------- subsampling
+
+def balanced_indices(labels: torch.Tensor, n_per_class: int, *, seed: int, K: int | None = None) -> torch.Tensor:
+    """Indices (K·n_per_class,) of exactly ``n_per_class`` samples of each class 0..K−1, drawn without
+    replacement with a generator seeded by ``seed``; sorted, so the subset keeps the data's order.
+
+    labels: (N,) integers in [0, K); K defaults to max label + 1.  ValueError if a class has fewer samples.
+    """
+    if isinstance(n_per_class, bool) or not isinstance(n_per_class, (int, np.integer)) or n_per_class < 1:
+        raise ValueError(f"n_per_class must be a positive integer, got {n_per_class!r}")
+    labels = torch.as_tensor(labels).cpu()
+    if labels.ndim != 1:
+        raise ValueError(f"labels must have shape (N,), got {tuple(labels.shape)}")
+    K = int(labels.max()) + 1 if K is None else int(K)
+    counts = torch.bincount(labels, minlength=K)
+    if int(counts.min()) < n_per_class:
+        short = {k: int(c) for k, c in enumerate(counts.tolist()) if c < n_per_class}
+        raise ValueError(f"n_per_class={n_per_class} exceeds the samples of classes {short} (class: count)")
+    gen = torch.Generator().manual_seed(int(seed))
+    order = torch.argsort(labels, stable=True)                       # class by class, original order within
+    starts = torch.cumsum(counts, 0) - counts
+    picks = [order[int(starts[k]) + torch.randperm(int(counts[k]), generator=gen)[:n_per_class]] for k in range(K)]
+    return torch.sort(torch.cat(picks)).values
+
+
+def subsample(data: Tensors, n_per_class: int, *, seed: int) -> Tensors:
+    """A balanced subset: exactly ``n_per_class`` samples of each of the ``data.K`` classes (seeded draw,
+    see :func:`balanced_indices`), so N = K·n_per_class as in the paper's balanced setting."""
+    idx = balanced_indices(data.y, n_per_class, seed=seed, K=data.K)
+    return data.subset(idx.to(data.x.device))
+
+
+# ------------------------------------------------------------------------- normalization, augmentation
+
+@torch.no_grad()
+def channel_stats(data: Tensors, *, chunk: int = 8192) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and standard deviation (C,) each, float64, of the images scaled to [0, 1].
+
+    Compute them on the training split and pass them to the test split's loader.
+    """
+    x = data.x
+    C = x.shape[1]
+    s = torch.zeros(C, dtype=torch.float64, device=x.device)
+    s2 = torch.zeros(C, dtype=torch.float64, device=x.device)
+    for i in range(0, x.shape[0], chunk):
+        xc = x[i:i + chunk].to(torch.float64).div_(255.0).transpose(0, 1).reshape(C, -1)
+        s += xc.sum(1)
+        s2 += (xc * xc).sum(1)
+    n = x.shape[0] * x.shape[2] * x.shape[3]
+    mean = s / n
+    std = (s2 / n - mean**2).clamp_min(0).sqrt()
+    return mean.cpu(), std.cpu()
+
+
+def crop_flip(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flip: torch.Tensor,
+              padding: int = 4) -> torch.Tensor:
+    """Crop and flip a batch at given offsets, all samples at once.
+
+    x: (B, C, H, W); dy, dx: (B,) integers in [0, 2·padding]; flip: (B,) bool.  Sample b is the H×W window
+    at (dy_b, dx_b) of x_b zero-padded by ``padding`` on every side, mirrored left–right where flip_b:
+    torchvision's RandomCrop(H, padding) followed by RandomHorizontalFlip, as one gather.
+    Returns (B, C, H, W), same dtype and device as x.
+    """
+    B, C, H, W = x.shape
+    dev = x.device
+    padded = F.pad(x, (padding, padding, padding, padding)) if padding else x       # (B, C, H+2p, W+2p)
+    ar_h = torch.arange(H, device=dev)
+    ar_w = torch.arange(W, device=dev)
+    rows = dy.to(dev)[:, None] + ar_h                                                   # (B, H)
+    cols = dx.to(dev)[:, None] + torch.where(flip.to(dev)[:, None], W - 1 - ar_w, ar_w)  # (B, W), mirrored
+    b = torch.arange(B, device=dev)[:, None, None, None]
+    c = torch.arange(C, device=dev)[None, :, None, None]
+    return padded[b, c, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+def random_crop_flip(x: torch.Tensor, *, padding: int = 4, generator: torch.Generator | None = None) -> torch.Tensor:
+    """:func:`crop_flip` with offsets uniform in {0..2·padding}² and flips with probability ½, drawn from
+    ``generator`` (a CPU generator, so the draw does not depend on x's device)."""
+    B = x.shape[0]
+    offsets = torch.randint(0, 2 * padding + 1, (2, B), generator=generator)
+    flip = torch.randint(0, 2, (B,), generator=generator).bool()
+    return crop_flip(x, offsets[0], offsets[1], flip, padding)
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    """A 63-bit seed that mixes (seed, epoch) well, so neighbouring epochs get unrelated streams."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+
+
+class TensorLoader:
+    """Mini-batches ``(x, y)`` of a :class:`Tensors` held on ``device``: x (B, C, H, W) float, normalized,
+    y (B,) int64.
+
+    * shuffle: a fresh permutation each epoch from a generator seeded by (``seed``, epoch); without it
+      the data's order.  The epoch is the one set by :meth:`set_epoch`, and each pass advances it by one,
+      so ``set_epoch(e)`` before resuming at epoch e replays exactly the batches of an uninterrupted run.
+    * augment: the paper's RandomCrop(32, padding=4) + RandomHorizontalFlip (:func:`crop_flip`), drawn
+      per sample from the same epoch generator, applied to the whole batch at once on the device.
+      Padding is black (0) before normalization, as in torchvision.
+    * normalization: (x/255 − mean)/std per channel; mean and std default to :func:`channel_stats` of
+      ``data`` (pass the training split's to a test loader).
+    * drop_last: leave out the last, incomplete batch.  ``len(loader)`` is the number of batches.
+
+    All random draws happen on the CPU, so a seed and epoch give the same batches on every device.
+    """
+
+    def __init__(self, data: Tensors, batch_size: int, *, shuffle: bool = True, drop_last: bool = False,
+                 augment: bool = False, padding: int = 4, seed: int = 0, device: torch.device | str | None = None,
+                 mean: Sequence[float] | torch.Tensor | None = None, std: Sequence[float] | torch.Tensor | None = None,
+                 dtype: torch.dtype = torch.float32):
+        if not isinstance(data, Tensors):
+            raise TypeError(f"data must be ncmse.data.Tensors, got {type(data).__name__}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
+            raise ValueError(f"padding must be a non-negative integer, got {padding!r}")
+        if len(data) == 0:
+            raise ValueError("data is empty")
+        if not dtype.is_floating_point:
+            raise ValueError(f"dtype must be a floating type, got {dtype}")
+        self.device = torch.device(device) if device is not None else data.x.device
+        self.x = data.x.to(self.device)                   # (N, C, H, W) uint8
+        self.y = data.y.to(self.device)                   # (N,) int64
+        self.classes, self.source = list(data.classes), data.source
+        self.batch_size, self.shuffle, self.drop_last = batch_size, bool(shuffle), bool(drop_last)
+        self.augment, self.padding, self.seed, self.dtype = bool(augment), padding, seed, dtype
+        C = data.x.shape[1]
+        if mean is None or std is None:
+            m, s = channel_stats(data)
+            mean = m if mean is None else mean
+            std = s if std is None else std
+        mean = torch.as_tensor(mean, dtype=torch.float64).flatten().cpu()
+        std = torch.as_tensor(std, dtype=torch.float64).flatten().cpu()
+        if mean.numel() == 1:
+            mean = mean.expand(C)
+        if std.numel() == 1:
+            std = std.expand(C)
+        if mean.shape != (C,) or std.shape != (C,):
+            raise ValueError(f"mean and std need {C} values (one per channel), got {mean.numel()} and {std.numel()}")
+        if not bool((std > 0).all()):
+            raise ValueError(f"std must be positive, got {std.tolist()}")
+        self.mean, self.std = mean.clone(), std.clone()
+        # (x/255 − mean)/std = x·scale + shift, per channel
+        self._scale = (1.0 / (255.0 * std)).to(device=self.device, dtype=dtype)[None, :, None, None]
+        self._shift = (-mean / std).to(device=self.device, dtype=dtype)[None, :, None, None]
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next pass epoch ``epoch`` (its permutation and augmentation)."""
+        if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
+            raise ValueError(f"epoch must be a non-negative integer, got {epoch!r}")
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        N = self.x.shape[0]
+        return N // self.batch_size if self.drop_last else math.ceil(N / self.batch_size)
+
+    def _draws(self, epoch: int):
+        """The epoch's order (N,) and, with augment, offsets (2, N) and flips (N,), on the device."""
+        N = self.x.shape[0]
+        gen = torch.Generator().manual_seed(_epoch_seed(self.seed, epoch))
+        order = torch.randperm(N, generator=gen) if self.shuffle else torch.arange(N)
+        if not self.augment:
+            return order.to(self.device), None, None
+        offsets = torch.randint(0, 2 * self.padding + 1, (2, N), generator=gen)
+        flips = torch.randint(0, 2, (N,), generator=gen).bool()
+        return order.to(self.device), offsets.to(self.device), flips.to(self.device)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        epoch, self.epoch = self.epoch, self.epoch + 1
+        order, offsets, flips = self._draws(epoch)
+        B = self.batch_size
+        for i in range(len(self)):
+            idx = order[i * B:(i + 1) * B]
+            x = self.x[idx]
+            if self.augment:
+                sl = slice(i * B, (i + 1) * B)
+                x = crop_flip(x, offsets[0, sl], offsets[1, sl], flips[sl], self.padding)
+            yield x.to(self.dtype) * self._scale + self._shift, self.y[idx]
+
+    def __repr__(self) -> str:
+        return (f"TensorLoader({self.source}, N={self.x.shape[0]}, batch_size={self.batch_size}, "
+                f"shuffle={self.shuffle}, augment={self.augment}, drop_last={self.drop_last}, seed={self.seed}, "
+                f"device={self.device})")

@@ -1,0 +1,192 @@
+"""Training with neural-collapse tracking, atomic checkpoints and exact resume (chapter "Deep networks").
+
+:func:`train` runs one :class:`ncmse.experiments.RunConfig`: SGD (momentum) or Adam, the paper's step
+schedule or cosine, the losses of ``ncmse.losses`` with weight decay on all parameters.  At the
+chosen epochs it measures, in one pass over the un-augmented training set, the training accuracy and
+NC1–NC4 of the penultimate features (``ncmse.metrics.NCAccumulator``), plus the test accuracy and the
+number of live feature units.  After every epoch it writes a checkpoint atomically (model, optimizer,
+schedule, history and the random state), so that a killed run resumes at the next epoch and ends
+exactly where an uninterrupted run ends (on the CPU, for a seed).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+from tqdm.std import tqdm
+
+from .data import TensorLoader, load_dataset, subsample
+from .experiments import RunConfig
+from .losses import loss_module
+from .metrics import NCAccumulator
+from .models import build_model
+
+__all__ = ["train", "evaluate", "make_optimizer", "make_schedule", "default_device"]
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def make_optimizer(model: torch.nn.Module, config: RunConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                               weight_decay=config.weight_decay)
+    return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+
+def make_schedule(optimizer: torch.optim.Optimizer, config: RunConfig):
+    """Per-epoch schedule: × gamma every ``step_every`` epochs (the paper: 0.1 every 40), cosine, or none."""
+    if config.schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.step_every, gamma=config.gamma)
+    if config.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
+
+
+@torch.no_grad()
+def evaluate(model, loader: TensorLoader, num_classes: int, *, nc: bool) -> dict:
+    """One pass: accuracy, per-class accuracy and (``nc``) NC metrics and live feature units."""
+    model.eval()
+    correct = torch.zeros(num_classes, dtype=torch.long)
+    total = torch.zeros(num_classes, dtype=torch.long)
+    acc = NCAccumulator(num_classes, model.d, device=next(model.parameters()).device) if nc else None
+    for x, y in loader:
+        z, h = model(x, return_features=True)
+        pred = z.argmax(1)
+        total += torch.bincount(y.cpu(), minlength=num_classes)
+        correct += torch.bincount(y[pred == y].cpu(), minlength=num_classes)
+        if acc is not None:
+            acc.update(h, y)
+    out = {"accuracy": float(correct.sum() / total.sum()),
+           "per_class_accuracy": (correct / total.clamp_min(1)).tolist()}
+    if acc is not None:
+        out.update(acc.compute(model.W.detach(), model.b.detach()))
+        spread = torch.diagonal(acc.Sigma_W) + torch.diagonal(acc.Sigma_B)      # per-unit variance
+        out["live_units"] = int((spread > 1e-10 * max(float(spread.max()), 1e-300)).sum())
+        out["class_means"] = acc.means.tolist()
+        out["global_mean"] = acc.global_mean.tolist()
+    return out
+
+
+def _atomic_save(obj, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def train(config: RunConfig, *, device: torch.device | str | None = None, checkpoint: Path | str | None = None,
+          progress: bool = True, stop_after: int | None = None, data_root: Path | str | None = None) -> dict:
+    """Train ``config``; returns a JSON-ready result (history, final metrics, classifier, provenance).
+
+    ``checkpoint``: file to resume from and to write after each epoch.  ``stop_after``: return after
+    that many epochs *of this call* (to simulate an interruption in tests); the result then has
+    ``"complete": False``.
+    """
+    device = torch.device(device) if device is not None else default_device()
+    t_start = time.perf_counter()
+    torch.manual_seed(config.seed)
+    train_set = load_dataset(config.dataset, "train", root=data_root)
+    test_set = load_dataset(config.dataset, "test", root=data_root)
+    if config.n_per_class is not None:
+        train_set = subsample(train_set, config.n_per_class, seed=config.seed)
+    if config.test_per_class is not None:
+        test_set = subsample(test_set, config.test_per_class, seed=config.seed)
+    K = len(train_set.classes)
+    train_loader = TensorLoader(train_set, config.batch_size, shuffle=True, augment=config.augment,
+                                device=device, seed=config.seed, drop_last=False)
+    mean, std = train_loader.mean, train_loader.std
+    eval_train = TensorLoader(train_set, 1024, shuffle=False, augment=False, device=device, mean=mean, std=std)
+    eval_test = TensorLoader(test_set, 1024, shuffle=False, augment=False, device=device, mean=mean, std=std)
+    model = build_model(config.model, tuple(train_set.x.shape[1:]), K, config.d,
+                        feature_relu=config.feature_relu).to(device)
+    optimizer = make_optimizer(model, config)
+    schedule = make_schedule(optimizer, config)
+    criterion = loss_module(config.loss, config.alpha, config.M)
+    history: list[dict] = []
+    start_epoch = 0
+    seconds_before = 0.0
+    ckpt = Path(checkpoint) if checkpoint is not None else None
+    if ckpt is not None and ckpt.exists():
+        state = torch.load(ckpt, map_location=device, weights_only=False)
+        if state["config"] != config.to_dict():
+            raise ValueError(f"checkpoint {ckpt} belongs to another configuration")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        history, start_epoch, seconds_before = state["history"], state["epoch"], state["seconds"]
+        torch.set_rng_state(state["rng"])
+    measure = set(config.nc_epochs) | {config.epochs}
+    done_here = 0
+    bar = tqdm(range(start_epoch, config.epochs), desc=f"{config.dataset} {config.model} d={config.d} {config.loss}",
+               disable=not progress, leave=False, initial=start_epoch, total=config.epochs)
+    for epoch in bar:
+        model.train()
+        train_loader.set_epoch(epoch)
+        running, seen = 0.0, 0
+        for x, y in train_loader:
+            optimizer.zero_grad(set_to_none=True)
+            loss = criterion(model(x), y)
+            loss.backward()
+            optimizer.step()
+            running += float(loss.detach()) * len(y)
+            seen += len(y)
+        schedule.step()
+        entry = {"epoch": epoch + 1, "train_loss": running / seen, "lr": optimizer.param_groups[0]["lr"]}
+        if epoch + 1 in measure:
+            tr = evaluate(model, eval_train, K, nc=True)
+            te = evaluate(model, eval_test, K, nc=False)
+            entry.update({k: v for k, v in tr.items() if k not in ("class_means", "global_mean", "per_class_accuracy")})
+            entry["train_accuracy"] = entry.pop("accuracy")
+            entry["test_accuracy"] = te["accuracy"]
+        history.append(entry)
+        bar.set_postfix(loss=f"{entry['train_loss']:.3g}")
+        if ckpt is not None:
+            _atomic_save({"config": config.to_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                          "schedule": schedule.state_dict(), "history": history, "epoch": epoch + 1,
+                          "seconds": seconds_before + time.perf_counter() - t_start, "rng": torch.get_rng_state()},
+                         ckpt)
+        done_here += 1
+        if stop_after is not None and done_here >= stop_after and epoch + 1 < config.epochs:
+            bar.close()
+            return {"config": config.to_dict(), "history": history, "complete": False}
+    bar.close()
+    final_train = evaluate(model, eval_train, K, nc=True)
+    final_test = evaluate(model, eval_test, K, nc=False)
+    return {
+        "config": config.to_dict(), "complete": True, "history": history,
+        "train": final_train, "test": final_test, "classes": train_set.classes, "data_source": train_set.source,
+        "W": model.W.detach().cpu().tolist(), "b": model.b.detach().cpu().tolist(),
+        "provenance": provenance(device, seconds_before + time.perf_counter() - t_start),
+    }
+
+
+def provenance(device, seconds: float) -> dict:
+    """Code version, torch version, device and wall time of a result."""
+    from . import __version__
+    from .runner import device_description
+
+    return {"ncmse": __version__, "code": _code_version(), "torch": torch.__version__,
+            "python": platform.python_version(), "device": str(device),
+            "machine": device_description(), "wall_seconds": seconds,
+            "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
+
+
+def _code_version() -> str:
+    """The git commit of the checkout (with '+dirty' for local changes), or 'unknown'."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                             timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "ncmse"], cwd=root, capture_output=True,
+                               text=True, timeout=5).stdout.strip()
+        return (rev + ("+dirty" if dirty else "")) or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"

@@ -1,0 +1,82 @@
+"""Run configurations, the results cache, and training with resume (needs ../shared/data for MNIST)."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from ncmse.experiments import ResultsCache, RunConfig, d_grid, profile_config, run, sweep_configs
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA_ROOT = Path(os.environ.get("NCMSE_DATA_ROOT", SHARED))
+needs_data = pytest.mark.skipif(not (DATA_ROOT / "FashionMNIST" / "raw").exists(),
+                                reason=f"Fashion-MNIST not found under {DATA_ROOT}")
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(d=-1), "feature dimension"), (dict(d=0), "feature dimension"), (dict(loss="hinge"), "unknown loss"),
+    (dict(dataset="imagenet"), "unknown dataset"), (dict(model="vgg"), "unknown model"),
+    (dict(optimizer="lbfgs"), "unknown optimizer"), (dict(schedule="poly"), "unknown schedule"),
+    (dict(epochs=0), "epochs"), (dict(loss="mse", alpha=5.0), "loss='rmse' only"),
+    (dict(loss="rmse", alpha=0.0), "alpha"),
+    (dict(n_per_class=0), "n_per_class"), (dict(nc_epochs=(99,)), "nc_epochs"), (dict(lr=-1.0), "lr > 0"),
+])
+def test_bad_configurations(kw, match):
+    with pytest.raises(ValueError, match=match):
+        RunConfig(**kw)
+
+
+def test_keys_profiles_and_sweeps():
+    a = RunConfig()
+    assert a.key() == RunConfig().key() and a.key() != a.replace(d=17).key()
+    assert RunConfig.from_dict(json.loads(json.dumps(a.to_dict()))) == a
+    paper = profile_config("paper")
+    assert (paper.dataset, paper.model, paper.lr, paper.batch_size, paper.weight_decay, paper.epochs,
+            paper.step_every, paper.gamma, paper.momentum, paper.seed, paper.augment) == \
+        ("cifar10", "resnet18", 0.05, 128, 5e-4, 200, 40, 0.1, 0.9, 6, True)
+    assert d_grid("paper") == (5, 8, 9, 10, 512) and 9 in d_grid("cpu")
+    configs = sweep_configs(profile_config("smoke"), ds=(2, 9), losses=("mse", "ce"), seeds=(0, 1))
+    assert len(configs) == 8 and len({c.key() for c in configs}) == 8
+
+
+def test_cache_is_atomic_and_checked(tmp_path):
+    cache = ResultsCache(tmp_path / "results")
+    c = RunConfig()
+    assert cache.get(c) is None
+    cache.put(c, {"config": c.to_dict(), "x": 1})
+    assert cache.get(c)["x"] == 1
+    assert [p.name for p in (tmp_path / "results").iterdir()] == [f"{c.key()}.json"]   # no temp files left
+    cache.path(c.replace(d=3)).write_text(json.dumps({"config": c.to_dict()}))
+    with pytest.raises(ValueError, match="another configuration"):
+        cache.get(c.replace(d=3))
+
+
+@needs_data
+def test_train_resume_determinism_and_cache(tmp_path, monkeypatch):
+    from ncmse import train as train_mod
+
+    config = profile_config("smoke", epochs=3, nc_epochs=(1, 2))
+    full = train_mod.train(config, device="cpu", progress=False, data_root=DATA_ROOT)
+    again = train_mod.train(config, device="cpu", progress=False, data_root=DATA_ROOT)
+    assert full["history"] == again["history"] and full["W"] == again["W"]          # deterministic
+    assert len(full["history"]) == 3 and "NC1" in full["history"][0] and "NC1" in full["history"][2]
+    ckpt = tmp_path / "run.pt"
+    part = train_mod.train(config, device="cpu", checkpoint=ckpt, progress=False, stop_after=1, data_root=DATA_ROOT)
+    assert part["complete"] is False and ckpt.exists()
+    resumed = train_mod.train(config, device="cpu", checkpoint=ckpt, progress=False, data_root=DATA_ROOT)
+    assert resumed["history"] == full["history"] and resumed["W"] == full["W"]      # kill + resume = uninterrupted
+    assert 0.0 <= full["test"]["accuracy"] <= 1.0 and full["train"]["live_units"] <= config.d
+    assert full["provenance"]["torch"] == torch.__version__
+
+    cache = ResultsCache(tmp_path / "results")
+    first = run(config, cache=cache, device="cpu", progress=False, data_root=DATA_ROOT)
+    assert first["cached"] is False and first["history"] == full["history"]
+
+    def boom(*a, **k):
+        raise AssertionError("a cache hit must not train")
+
+    monkeypatch.setattr(train_mod, "train", boom)
+    second = run(config, cache=cache, device="cpu", progress=False, data_root=DATA_ROOT)
+    assert second["cached"] is True and second["history"] == first["history"]
