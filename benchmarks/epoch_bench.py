@@ -24,8 +24,8 @@ from torchvision.transforms.functional import to_pil_image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ncmse.data import TensorLoader, load_dataset, subsample  # noqa: E402
+from ncmse.machine import device_description  # noqa: E402
 from ncmse.models import build_model  # noqa: E402
-from ncmse.runner import device_description  # noqa: E402
 
 
 class PILDataset(torch.utils.data.Dataset):

@@ -167,8 +167,9 @@ def load_dataset(name: str, split: str, *, root: str | os.PathLike | None = None
     name: ``"mnist"``, ``"fashion_mnist"`` or ``"cifar10"``; split: ``"train"`` or ``"test"``.
     root: the data folder (see :func:`data_root`).  download: let torchvision download what is missing
     (needs internet; with ``False`` nothing touches the network).  cache_dir: writable folder for the
-    decoded image-folder copy of CIFAR-10, ``<cache_dir>/cifar10-jpeg/<split>.pt`` (default: the root if
-    writable, else ``<repo>/data``; a read-only root such as a shared offline copy is never written to).
+    decoded image-folder copy of CIFAR-10, ``<cache_dir>/cifar10-jpeg/<split>.pt`` (default: ``<repo>/data``).
+    A root taken from ``$NCMSE_DATA_ROOT`` (a shared offline copy, say) is only read, never written to —
+    even where the file system would allow it: downloads then go to ``<repo>/data``.
 
     Returns x (N, 1, 28, 28) for MNIST / Fashion-MNIST (N = 60,000 train, 10,000 test) and
     x (N, 3, 32, 32) for CIFAR-10 (N = 50,000 / 10,000), uint8, with labels y (N,) int64.
@@ -177,8 +178,9 @@ def load_dataset(name: str, split: str, *, root: str | os.PathLike | None = None
     key, split = _check_name_split(name, split)
     base = data_root(root)
     if key == "cifar10":
-        work = Path(cache_dir).expanduser() if cache_dir is not None else (base if _writable(base) else _REPO_DATA)
-        return _load_cifar10(base, split, download, work)
+        work = Path(cache_dir).expanduser() if cache_dir is not None else _REPO_DATA
+        may_write = root is not None or base.resolve() == _REPO_DATA.resolve()
+        return _load_cifar10(base, split, download, work, may_write=may_write)
     return _load_mnist_like(key, base, split, download)
 
 
@@ -197,7 +199,7 @@ def _load_mnist_like(key: str, root: Path, split: str, download: bool) -> Tensor
     return Tensors(x, y, list(ds.classes), source, str(Path(ds.raw_folder)))
 
 
-def _load_cifar10(root: Path, split: str, download: bool, work: Path) -> Tensors:
+def _load_cifar10(root: Path, split: str, download: bool, work: Path, *, may_write: bool = True) -> Tensors:
     from torchvision import datasets
 
     train = split == "train"
@@ -207,13 +209,14 @@ def _load_cifar10(root: Path, split: str, download: bool, work: Path) -> Tensors
     except (RuntimeError, OSError):
         ds = None
     if ds is None and download:
-        if _writable(root):
+        target = root if may_write else _REPO_DATA
+        if _writable(target):
             try:
-                ds = datasets.CIFAR10(root=str(root), train=train, download=True)
+                ds = datasets.CIFAR10(root=str(target), train=train, download=True)
             except (URLError, RuntimeError, OSError) as err:
                 failure = _reason(err)
         else:
-            failure = f"{root} is not writable, so no download was tried"
+            failure = f"{target} is not writable, so no download was tried"
     if ds is not None:
         x = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()   # (N, 3, 32, 32)
         y = torch.as_tensor(ds.targets, dtype=torch.int64)

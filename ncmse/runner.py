@@ -24,6 +24,7 @@ from pathlib import Path
 
 import yaml
 
+from .machine import device_description
 from .profiles import DEFAULT_PROFILE, check_profile
 
 __all__ = ["ROOT", "toc_files", "is_notebook", "execute_chapter", "build_book", "html_dir", "run", "ChapterResult"]
@@ -85,27 +86,6 @@ def is_notebook(path: Path) -> bool:
     end = text.find("\n---", 3)
     front = yaml.safe_load(text[3:end]) if end > 0 else None
     return isinstance(front, dict) and "kernelspec" in front
-
-
-def device_description() -> str:
-    """The machine that executes the chapters: CPU model and core count, and the GPU if any."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    desc = f"{cpu}, {os.cpu_count()} cores"
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            desc += f"; GPU {torch.cuda.get_device_name(0)}"
-    except ImportError:
-        pass
-    return desc
 
 
 def package_versions() -> dict[str, str]:
@@ -213,6 +193,43 @@ def html_dir(build_dir: Path) -> Path:
     return build_dir / "html" if build_dir.name == "_build" else build_dir / "_build" / "html"
 
 
+def _benchmark_table(root: Path) -> str:
+    """Benchmarks recorded under ``benchmarks/results`` (written by the scripts in ``benchmarks/``)."""
+    import json as _json
+
+    rows = []
+    res = root / "benchmarks" / "results"
+    nc = res / "nc_metrics_cpu.json"
+    if nc.exists():
+        r = _json.loads(nc.read_text())
+        m = r["machine"]
+        rows.append((f"NC metrics, N={r['N']:,}, d={r['d']}, K={r['K']} (ncmse.metrics vs per-batch outer products)",
+                     f"{r['ours']['seconds_median']:.2f} s vs {r['baseline_float64']['seconds_median']:.1f} s "
+                     f"(float64) / {r['baseline_float32']['seconds_median']:.1f} s (float32): "
+                     f"{r['baseline_float64']['seconds_median'] / r['ours']['seconds_median']:.0f}× / "
+                     f"{r['baseline_float32']['seconds_median'] / r['ours']['seconds_median']:.0f}×",
+                     f"{m['cpu']}, {m['cpu_count']} cores, {m['torch_num_threads']} threads"))
+    ep = res / "epoch_cpu.json"
+    if ep.exists():
+        r = _json.loads(ep.read_text())
+        rows.append((f"one training epoch, {r['data']}, {r['model']} (tensor loader vs DataLoader + PIL)",
+                     f"{r['epoch_tensor_s']:.2f} s vs {r['epoch_pil_s']:.2f} s: {r['epoch_ratio']:.2f}×; "
+                     f"loader alone {r['loader_only_tensor_s']:.2f} s vs {r['loader_only_pil_s']:.2f} s: "
+                     f"{r['loader_ratio']:.1f}×", f"{r['machine']}, {r['threads']} threads"))
+    dev = res / "device_check_h200.json"
+    if dev.exists():
+        r = _json.loads(dev.read_text())
+        rows.append((f"UFM solver, paper-profile sizes, {r['ufm_cuda']['n_init']} starts (CUDA vs the same "
+                     "machine's CPU)", f"{r['ufm_cuda']['seconds']:.1f} s vs {r['ufm_cpu']['seconds']:.1f} s: "
+                     f"{r['ufm_time_ratio_cpu_over_cuda']:.1f}×", f"{r['gpu']}, torch {r['torch']}"))
+    if not rows:
+        return ""
+    lines = ["", "## Benchmarks", "", "Measured by the scripts in `benchmarks/` (results in `benchmarks/results/`).",
+             "", "| what | result | machine |", "| --- | --- | --- |"]
+    lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    return "\n".join(lines)
+
+
 def build_book(stage: Path, build_dir: Path) -> int:
     """Build the HTML book from ``stage`` into :func:`html_dir` (strict, execution off)."""
     exe = Path(sys.executable).parent / "jupyter-book"
@@ -264,7 +281,8 @@ def run(profile: str = DEFAULT_PROFILE, *, chapters: list[str] | None = None, bu
         shutil.copy2(executed, stage / f"{entry}.ipynb")
     status = stage / "book" / "status.md"
     if status.exists():
-        status.write_text(status.read_text().replace(STATUS_MARKER, _status_table(timings, package_versions())))
+        table = _status_table(timings, package_versions()) + "\n" + _benchmark_table(root)
+        status.write_text(status.read_text().replace(STATUS_MARKER, table))
     print("[ncmse] chapter execution times:")
     for entry, r in timings.items():
         print(f"    {r['seconds']:8.1f} s  {entry}  ({r['profile']}{'' if r['ok'] else ', FAILED'})")

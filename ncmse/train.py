@@ -169,7 +169,7 @@ def train(config: RunConfig, *, device: torch.device | str | None = None, checkp
 def provenance(device, seconds: float) -> dict:
     """Code version, torch version, device and wall time of a result."""
     from . import __version__
-    from .runner import device_description
+    from .machine import device_description
 
     return {"ncmse": __version__, "code": _code_version(), "torch": torch.__version__,
             "python": platform.python_version(), "device": str(device),

@@ -80,3 +80,31 @@ def test_train_resume_determinism_and_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(train_mod, "train", boom)
     second = run(config, cache=cache, device="cpu", progress=False, data_root=DATA_ROOT)
     assert second["cached"] is True and second["history"] == first["history"]
+
+
+CIFAR = DATA_ROOT / "cifar10-jpeg"
+
+
+@pytest.mark.skipif(not CIFAR.exists(), reason=f"no CIFAR-10 JPEG copy under {DATA_ROOT}")
+def test_paper_profile_path_one_step_on_cpu(tmp_path):
+    """The paper's model, data path (CIFAR-10 JPEG copy, crop + flip) and optimizer: one SGD step on CPU."""
+    from ncmse.data import TensorLoader, load_dataset, subsample
+    from ncmse.losses import loss_module
+    from ncmse.models import build_model
+    from ncmse.train import make_optimizer, make_schedule
+
+    config = profile_config("paper")
+    data = subsample(load_dataset("cifar10", "test", root=DATA_ROOT, cache_dir=tmp_path), 13, seed=0)
+    assert data.source == "CIFAR-10 (JPEG copy)" and data.x.shape[1:] == (3, 32, 32)
+    loader = TensorLoader(data, config.batch_size, shuffle=True, augment=config.augment, seed=config.seed)
+    model = build_model(config.model, (3, 32, 32), 10, config.d)
+    opt, crit = make_optimizer(model, config), loss_module("mse")
+    sched = make_schedule(opt, config)
+    x, y = next(iter(loader))
+    before = [p.detach().clone() for p in model.parameters()]
+    loss = crit(model(x), y)
+    loss.backward()
+    opt.step()
+    sched.step()
+    assert torch.isfinite(loss) and any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.05)            # ×0.1 only after 40 epochs
