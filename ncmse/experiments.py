@@ -38,6 +38,10 @@ class RunConfig:
     loss: str = "mse"                   # "mse", "rmse" (with alpha, M) or "ce"
     alpha: float = 1.0
     M: float = 1.0
+    # "torch": (rescaled) MSE averaged over all N·K logits without the ½ — torch.nn.MSELoss and the
+    # paper's code, (2/K)× the book's per-sample ½‖z − y‖², so that the paper's lr and weight decay mean
+    # what they meant there; "sample": the book's convention of ncmse.losses.
+    mse_convention: str = "torch"
     n_per_class: int | None = 1000      # balanced training subsample; None: the whole split
     test_per_class: int | None = None
     epochs: int = 15
@@ -72,6 +76,8 @@ class RunConfig:
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
                 raise ValueError(f"{name} must be a positive integer or None, got {v!r}")
+        if self.mse_convention not in ("torch", "sample"):
+            raise ValueError(f"unknown mse_convention {self.mse_convention!r}; expected 'torch' or 'sample'")
         if self.optimizer not in ("sgd", "adam"):
             raise ValueError(f"unknown optimizer {self.optimizer!r}; expected 'sgd' or 'adam'")
         if self.schedule not in ("step", "cosine", "none"):

@@ -25,6 +25,7 @@ __all__ = [
     "cross_entropy",
     "RescaledMSELoss",
     "loss_module",
+    "TorchConventionMSELoss",
 ]
 
 
@@ -79,12 +80,27 @@ class RescaledMSELoss(nn.Module):
         return f"alpha={self.alpha}, M={self.M}"
 
 
-def loss_module(name: str, alpha: float = 1.0, M: float = 1.0) -> nn.Module:
-    """The training loss by name: ``"mse"``, ``"rmse"`` (rescaled, with α and M) or ``"ce"``."""
+class TorchConventionMSELoss(RescaledMSELoss):
+    """The same loss averaged over all N·K logits without the ½, as ``torch.nn.MSELoss`` (and the paper's
+    code) normalizes it: (2/K) × :class:`RescaledMSELoss`.  With α = M = 1 it equals
+    ``nn.MSELoss()(z, one_hot(y))``."""
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return super().forward(logits, labels) * (2.0 / logits.shape[-1])
+
+
+def loss_module(name: str, alpha: float = 1.0, M: float = 1.0, *, convention: str = "sample") -> nn.Module:
+    """The training loss by name: ``"mse"``, ``"rmse"`` (rescaled, with α and M) or ``"ce"``.
+
+    convention (MSE family only): ``"sample"``, the book's per-sample ½‖·‖²; ``"torch"``, the mean over
+    all logits as ``torch.nn.MSELoss`` (:class:`TorchConventionMSELoss`)."""
+    if convention not in ("sample", "torch"):
+        raise ValueError(f"unknown convention {convention!r}; expected 'sample' or 'torch'")
+    cls = RescaledMSELoss if convention == "sample" else TorchConventionMSELoss
     if name == "mse":
-        return RescaledMSELoss(1.0, 1.0)
+        return cls(1.0, 1.0)
     if name == "rmse":
-        return RescaledMSELoss(alpha, M)
+        return cls(alpha, M)
     if name == "ce":
         return nn.CrossEntropyLoss()
     raise ValueError(f"unknown loss {name!r}; expected one of 'mse', 'rmse', 'ce'")

@@ -117,9 +117,17 @@ def _spectral_distance(G: torch.Tensor, r: int) -> float:
 
 def nc_metrics_from_statistics(class_means: torch.Tensor, global_mean: torch.Tensor, Sigma_W: torch.Tensor,
                                W: torch.Tensor | None = None, b: torch.Tensor | None = None) -> dict[str, float]:
-    """NC metrics as pure functions of class means (K, d), μ_G (d,), Σ_W (d, d), W (K, d), b (K,)."""
+    """NC metrics as pure functions of class means (K, d), μ_G (d,), Σ_W (d, d), W (K, d), b (K,).
+
+    The statistics are tiny, so the work happens on the CPU in float64 whatever device they come from
+    (cuSOLVER's SVD can fail to converge on the degenerate class-mean matrices of early training).
+    Non-finite statistics (a diverged network) give NaN metrics rather than an exception.
+    """
     K, d = class_means.shape
-    dtype, dev = class_means.dtype, class_means.device
+    dtype, dev = torch.float64, torch.device("cpu")
+    class_means, global_mean, Sigma_W = (t.detach().to(dev, dtype) for t in (class_means, global_mean, Sigma_W))
+    if not all(bool(torch.isfinite(t).all()) for t in (class_means, global_mean, Sigma_W)):
+        return {k: math.nan for k in METRIC_NAMES if W is not None or k in ("NC1", "NC2_M", "NC2_M_spectral")}
     r = min(d, K - 1)
     Mbar = (class_means - global_mean).T                                    # (d, K)
     U, S, _ = torch.linalg.svd(Mbar, full_matrices=False)

@@ -107,7 +107,7 @@ def train(config: RunConfig, *, device: torch.device | str | None = None, checkp
                         feature_relu=config.feature_relu).to(device)
     optimizer = make_optimizer(model, config)
     schedule = make_schedule(optimizer, config)
-    criterion = loss_module(config.loss, config.alpha, config.M)
+    criterion = loss_module(config.loss, config.alpha, config.M, convention=config.mse_convention)
     history: list[dict] = []
     start_epoch = 0
     seconds_before = 0.0
@@ -120,7 +120,7 @@ def train(config: RunConfig, *, device: torch.device | str | None = None, checkp
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         history, start_epoch, seconds_before = state["history"], state["epoch"], state["seconds"]
-        torch.set_rng_state(state["rng"])
+        torch.set_rng_state(state["rng"].cpu())           # map_location may have moved it
     measure = set(config.nc_epochs) | {config.epochs}
     done_here = 0
     bar = tqdm(range(start_epoch, config.epochs), desc=f"{config.dataset} {config.model} d={config.d} {config.loss}",

@@ -32,6 +32,7 @@ def test_relation_to_torch_mseloss_and_ce(gen):
     torch.testing.assert_close(torch_mse, 2.0 / K * ours)
     torch.testing.assert_close(losses.cross_entropy(z, y), F.cross_entropy(z, y, reduction="none"))
     torch.testing.assert_close(losses.loss_module("rmse", 1.0, 1.0)(z, y), ours)
+    torch.testing.assert_close(losses.loss_module("mse", convention="torch")(z, y), torch_mse)
 
 
 def test_bad_input():
