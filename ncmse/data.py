@@ -342,20 +342,23 @@ def _load_image_folder_copy(root: Path, split: str, work: Path) -> Tensors | Non
     """
     target = work / _JPEG_FOLDER
     cache = target / f"{split}.pt"
-    if cache.is_file():
-        blob = torch.load(cache, weights_only=True)
-        if isinstance(blob, dict) and blob.get("format") == _CACHE_FORMAT:
-            return Tensors(blob["x"], blob["y"], list(blob["classes"]), blob["source"], blob["path"])
     folder = _find_image_folder([work, root] if work != root else [root], split)
+    tarballs = sorted((root / _JPEG_FOLDER).glob("*.tar.gz")) + sorted(target.glob("*.tar.gz"))
+    source = str(folder / split) if folder is not None else (f"{tarballs[0]}:{split}" if tarballs else None)
+    if cache.is_file():
+        # The cache stands for the copy it was decoded from: used when that copy is the one found here,
+        # or, with no copy found, when the cache lives in this root itself.
+        blob = torch.load(cache, weights_only=True)
+        if isinstance(blob, dict) and blob.get("format") == _CACHE_FORMAT and (
+                blob.get("path") == source or (source is None and work.resolve() == root.resolve())):
+            return Tensors(blob["x"], blob["y"], list(blob["classes"]), blob["source"], blob["path"])
+    if source is None:
+        return None
     if folder is not None:
         x, y, classes = _decode_folder(folder / split)
-        path = str(folder / split)
     else:
-        tarballs = sorted((root / _JPEG_FOLDER).glob("*.tar.gz")) + sorted(target.glob("*.tar.gz"))
-        if not tarballs:
-            return None
         x, y, classes = _decode_tarball(tarballs[0], split)
-        path = f"{tarballs[0]}:{split}"
+    path = source
     if len(classes) != 10:
         raise ValueError(f"{path} has {len(classes)} class folders, CIFAR-10 has 10")
     if _writable(target):
