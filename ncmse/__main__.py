@@ -59,7 +59,12 @@ def _train_or_sweep(args) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"[ncmse] {len(configs)} run(s) at profile '{args.profile}' (cached runs are not retrained)")
-    results = sweep(configs, device=args.device, progress=not args.quiet)
+    try:
+        results = sweep(configs, device=args.device, progress=not args.quiet)
+    except KeyboardInterrupt:
+        print("\n[ncmse] interrupted: finished runs are cached under data/results; the run in progress "
+              "resumes from data/checkpoints when the same command runs again", file=sys.stderr)
+        return 130
     print(markdown_table(summary_rows(results), list(SUMMARY_COLUMNS),
                          formats=[None, None, None, None, None, ".4f", ".4f", ".3g", None, ".1f", None]))
     return 0
