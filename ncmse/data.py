@@ -181,6 +181,11 @@ def load_dataset(name: str, split: str, *, root: str | os.PathLike | None = None
         work = Path(cache_dir).expanduser() if cache_dir is not None else _REPO_DATA
         may_write = root is not None or base.resolve() == _REPO_DATA.resolve()
         return _load_cifar10(base, split, download, work, may_write=may_write)
+    if download and not (root is not None or base.resolve() == _REPO_DATA.resolve()):
+        try:                                   # an offline root is only read; a download goes to <repo>/data
+            return _load_mnist_like(key, base, split, False)
+        except FileNotFoundError:
+            return _load_mnist_like(key, _REPO_DATA, split, True)
     return _load_mnist_like(key, base, split, download)
 
 
