@@ -6,20 +6,23 @@ import os
 import platform
 from pathlib import Path
 
-__all__ = ["device_description"]
+__all__ = ["device_description", "cpu_model"]
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else what ``platform`` reports."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def device_description() -> str:
     """The machine that executes the chapters: CPU model and core count, and the GPU if any."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    desc = f"{cpu}, {os.cpu_count()} cores"
+    desc = f"{cpu_model()}, {os.cpu_count()} cores"
     try:
         import torch
 
