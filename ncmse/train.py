@@ -91,6 +91,8 @@ def train(config: RunConfig, *, device: torch.device | str | None = None, checkp
     device = torch.device(device) if device is not None else default_device()
     t_start = time.perf_counter()
     torch.manual_seed(config.seed)
+    if device.type == "cuda":     # deterministic cuDNN kernels: a resumed GPU run stays closer to an uninterrupted one
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     train_set = load_dataset(config.dataset, "train", root=data_root)
     test_set = load_dataset(config.dataset, "test", root=data_root)
     if config.n_per_class is not None:
