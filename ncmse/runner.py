@@ -235,7 +235,7 @@ def build_book(stage: Path, build_dir: Path) -> int:
     exe = Path(sys.executable).parent / "jupyter-book"
     path_output = html_dir(build_dir).parent.parent
     cmd = [str(exe) if exe.exists() else "jupyter-book", "build", str(stage), "--path-output", str(path_output),
-           "-W", "-n", "--keep-going"]
+           "-W", "-n", "--keep-going", "--all"]   # --all: no stale navigation in unchanged pages
     return subprocess.call(cmd)
 
 

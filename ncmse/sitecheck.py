@@ -31,7 +31,8 @@ _PAGE_PROBE = """
   const article = document.querySelector('article') || document.body;
   const images = [...article.querySelectorAll('img')].map(i => ({
       src: i.getAttribute('src'), ok: i.complete && i.naturalWidth > 0 && i.naturalHeight > 0}));
-  const clone = article.cloneNode(true);
+  // raw TeX is looked for in the whole page (navigation included: MathJax only runs where it is loaded)
+  const clone = document.body.cloneNode(true);
   clone.querySelectorAll('mjx-container, script, style, pre, code, .highlight').forEach(e => e.remove());
   const text = clone.innerText;
   const raw = ['\\\\(', '\\\\[', '$$', '\\\\begin{'].filter(s => text.includes(s))
