@@ -25,6 +25,7 @@ __all__ = [
     "argmax_lost",
     "random_subspaces",
     "frame_geometry",
+    "projector_fit",
 ]
 
 
@@ -151,6 +152,18 @@ def argmax_lost(G: torch.Tensor) -> torch.Tensor:
     others = G.clone()
     others.diagonal(dim1=-2, dim2=-1).fill_(-torch.inf)
     return others.amax(-2) > own
+
+
+def projector_fit(G: torch.Tensor, d: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """How far Gram matrices G (..., K, K) are from a scaled rank-d projection of the ETF.
+
+    Returns P̂ = G · d/tr G, max|P̂² − P̂| (...) (0 for a projector) and ‖C − P̂‖²_F (...), which is
+    K − 1 − d, the Eckart–Young distance, for a projector onto a subspace of 1^⊥.
+    """
+    P = G * d / G.diagonal(dim1=-2, dim2=-1).sum(-1)[..., None, None]
+    idempotency = (P @ P - P).abs().amax((-1, -2))
+    distance = torch.linalg.matrix_norm(centering_matrix(G.shape[-1], dtype=G.dtype, device=G.device) - P) ** 2
+    return P, idempotency, distance
 
 
 def random_subspaces(K: int, d: int, count: int, *, generator: torch.Generator | None = None,

@@ -214,6 +214,11 @@ class UFM:
         """Targets Y = I_K ⊗ 1_nᵀ, shape (K, N)."""
         return torch.eye(self.K, dtype=dtype, device=device).repeat_interleave(self.n, dim=1)
 
+    @property
+    def lam(self) -> float:
+        """λ = √(n λ_W λ_H): the one combination of λ_W, λ_H that the minimizers depend on."""
+        return math.sqrt(self.n * self.lambda_W * self.lambda_H)
+
     def class_means(self, H) -> torch.Tensor:
         """Class means h̄_k of the columns of H (..., d, N), as columns: shape (..., d, K)."""
         H = torch.as_tensor(H, dtype=torch.float64)
@@ -273,6 +278,24 @@ class UFM:
             raise ValueError("lambdas must be (lambda_W, lambda_H, lambda_b)")
         return lambdas
 
+    def value_and_gradient_packed(self, x: torch.Tensor, *, lambdas=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(f, ∇f) at packed points x (..., n_params), the logits computed once: the solvers' inner loop."""
+        W, H, b = self.unpack(x)
+        lam_W, lam_H, lam_b = self._lambdas(lambdas)
+        Z = W @ H if b is None else W @ H + b[..., :, None]
+        Zt, labels = Z.transpose(-1, -2), self.labels(Z.device)
+        f = self._sample_loss(Zt, labels).mean(-1)
+        f = f + 0.5 * lam_W * (W**2).sum((-1, -2)) + 0.5 * lam_H * (H**2).sum((-1, -2))
+        if b is not None:
+            f = f + 0.5 * lam_b * (b**2).sum(-1)
+        if isinstance(lam_W, torch.Tensor):   # per-problem λ's: broadcast over the matrix dims
+            lam_W, lam_H, lam_b = lam_W[..., None, None], lam_H[..., None, None], lam_b[..., None]
+        GZ = self._sample_loss_grad(Zt, labels).transpose(-1, -2) / self.N
+        gW = GZ @ H.transpose(-1, -2) + lam_W * W
+        gH = W.transpose(-1, -2) @ GZ + lam_H * H
+        gb = None if b is None else GZ.sum(-1) + lam_b * b
+        return f, self.pack(gW, gH, gb)
+
     def objective(self, W, H, b=None) -> float:
         """f(W, H, b) for one point: W (K, d), H (d, N), b (K,) or None."""
         v = self.value(W, H, b)
@@ -287,16 +310,8 @@ class UFM:
         ∇_W = G_Z Hᵀ + λ_W W, ∇_H = Wᵀ G_Z + λ_H H, ∇_b = G_Z 1 + λ_b b.  ``lambdas`` as in :meth:`value`.
         """
         W, H, b = self._check(W, H, b)
-        lam_W, lam_H, lam_b = self._lambdas(lambdas)
-        if isinstance(lam_W, torch.Tensor):   # per-problem λ's: broadcast over the matrix dims
-            lam_W, lam_H, lam_b = lam_W[..., None, None], lam_H[..., None, None], lam_b[..., None]
-        Z = self.logits(W, H, b)
-        GZ = self._sample_loss_grad(Z.transpose(-1, -2), self.labels(Z.device))
-        GZ = GZ.transpose(-1, -2) / self.N
-        gW = GZ @ H.transpose(-1, -2) + lam_W * W
-        gH = W.transpose(-1, -2) @ GZ + lam_H * H
-        gb = None if b is None else GZ.sum(-1) + lam_b * b
-        return gW, gH, gb
+        _, g = self.value_and_gradient_packed(self.pack(W, H, b), lambdas=lambdas)
+        return self.unpack(g)
 
     # --------------------------------------------------------------- packing
     @property
@@ -349,7 +364,7 @@ class UFM:
         """
         if not self.bias:
             raise ValueError("without bias there is no bias regularization threshold")
-        lam = math.sqrt(self.n * self.lambda_W * self.lambda_H)
+        lam = self.lam
         gap = self.alpha * self.M - lam * self.K
         return math.inf if gap <= 0 else lam * self.K * self.alpha / gap
 
@@ -390,7 +405,7 @@ class UFM:
         return self.alpha == 1.0 and self.lambda_b == 0.0
 
     def _low_rank_a(self) -> float:
-        lam = math.sqrt(self.n * self.lambda_W * self.lambda_H)
+        lam = self.lam
         return max(0.0, self.M - self.K * lam)
 
     def minimizer_rank(self) -> int:
@@ -436,7 +451,7 @@ class UFM:
         if not self._low_rank():
             return r.value
         a, m, d, K, M = self._low_rank_a(), self._ambient_dim(), self.d, self.K, self.M
-        lam = math.sqrt(self.n * self.lambda_W * self.lambda_H)
+        lam = self.lam
         return (d * (a - M) ** 2 + M**2 * (m - d)) / (2 * K) + lam * d * a
 
     def global_minimizer(self, R: torch.Tensor | None = None, S: torch.Tensor | None = None):
@@ -533,7 +548,7 @@ class UFM:
     def critical_value(self, rank: int) -> float:
         """f at a rank-r critical point: [M²(K−1−r) + r (Kλ)²]/(2K) + λ r (M − Kλ) (a = M − Kλ)."""
         self._require_mse_free_bias("critical_value")
-        lam = math.sqrt(self.n * self.lambda_W * self.lambda_H)
+        lam = self.lam
         a, K, M = self._low_rank_a(), self.K, self.M
         if rank > 0 and a == 0:
             raise ValueError("in the trivial regime the only critical point is rank 0")
@@ -690,9 +705,7 @@ def solve_batch(problems: list[UFM], *, seed: int = 0, n_init: int = 8, init_sca
     lambdas = tuple(per_row([getattr(p, k) for p in problems]) for k in ("lambda_W", "lambda_H", "lambda_b"))
 
     def fun(x):
-        W, H, b = p0.unpack(x)
-        gW, gH, gb = p0.gradient(W, H, b, lambdas=lambdas)
-        return p0.value(W, H, b, lambdas=lambdas), p0.pack(gW, gH, gb)
+        return p0.value_and_gradient_packed(x, lambdas=lambdas)
 
     res = lbfgs(fun, x0, max_iter=max_iter, gtol=gtol, progress=progress,
                 desc=desc or f"UFM K={p0.K} d={p0.d} ×{len(problems)}")
@@ -749,10 +762,7 @@ def descent_history(problem: UFM, *, n_init: int = 8, steps: int = 500, seed: in
         x0 = x0 * (init_scale / math.sqrt(problem.d))
     labels = problem.labels()
 
-    def fun(x):
-        W, H, b = problem.unpack(x)
-        gW, gH, gb = problem.gradient(W, H, b)
-        return problem.value(W, H, b), problem.pack(gW, gH, gb)
+    fun = problem.value_and_gradient_packed
 
     def record(x):
         W, H, b = problem.unpack(x)
