@@ -45,6 +45,7 @@ __all__ = [
     "load_dataset",
     "balanced_indices",
     "subsample",
+    "holdout_split",
     "channel_stats",
     "crop_flip",
     "random_crop_flip",
@@ -402,6 +403,24 @@ def subsample(data: Tensors, n_per_class: int, *, seed: int) -> Tensors:
     see :func:`balanced_indices`), so N = K·n_per_class as in the paper's balanced setting."""
     idx = balanced_indices(data.y, n_per_class, seed=seed, K=data.K)
     return data.subset(idx.to(data.x.device))
+
+
+def holdout_split(data: Tensors, n_per_class: int, holdout_per_class: int, *, seed: int) -> tuple[Tensors, Tensors]:
+    """Two disjoint balanced subsets of one split: ``n_per_class`` training and ``holdout_per_class``
+    held-out samples of each class (seeded).  The held-out part is the validation set on which learning
+    rates are tuned (chapter "Deep networks"), so the test split is never looked at while tuning."""
+    if isinstance(holdout_per_class, bool) or not isinstance(holdout_per_class, (int, np.integer)) \
+            or holdout_per_class < 1:
+        raise ValueError(f"holdout_per_class must be a positive integer, got {holdout_per_class!r}")
+    idx = balanced_indices(data.y, n_per_class + holdout_per_class, seed=seed, K=data.K)
+    labels = data.y[idx].cpu()
+    gen = torch.Generator().manual_seed(int(seed) + 1)
+    is_train = torch.zeros(len(idx), dtype=torch.bool)
+    for k in range(data.K):
+        members = torch.nonzero(labels == k).flatten()
+        is_train[members[torch.randperm(len(members), generator=gen)[:n_per_class]]] = True
+    dev = data.x.device
+    return data.subset(idx[is_train].to(dev)), data.subset(idx[~is_train].to(dev))
 
 
 # ------------------------------------------------------------------------- normalization, augmentation

@@ -44,6 +44,9 @@ class RunConfig:
     mse_convention: str = "torch"
     n_per_class: int | None = 1000      # balanced training subsample; None: the whole split
     test_per_class: int | None = None
+    # Validation runs: evaluate on this many held-out *training* images a class (disjoint from the
+    # training subsample) instead of the test split; the "test" entries of the result then hold them.
+    holdout_per_class: int | None = None
     epochs: int = 15
     batch_size: int = 128
     optimizer: str = "sgd"              # "sgd" (momentum) or "adam"
@@ -72,10 +75,13 @@ class RunConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        for name in ("n_per_class", "test_per_class"):
+        for name in ("n_per_class", "test_per_class", "holdout_per_class"):
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
                 raise ValueError(f"{name} must be a positive integer or None, got {v!r}")
+        if self.holdout_per_class is not None and (self.n_per_class is None or self.test_per_class is not None):
+            raise ValueError("holdout_per_class needs n_per_class set and test_per_class None (the held-out "
+                             "images replace the test split)")
         if self.mse_convention not in ("torch", "sample"):
             raise ValueError(f"unknown mse_convention {self.mse_convention!r}; expected 'torch' or 'sample'")
         if self.optimizer not in ("sgd", "adam"):
@@ -121,10 +127,11 @@ def profile_config(profile: str, **changes) -> RunConfig:
     if profile == "paper":
         base = RunConfig(dataset="cifar10", model="resnet18", d=512, n_per_class=None, epochs=200, batch_size=128,
                          optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4, schedule="step",
-                         step_every=40, gamma=0.1, augment=True, seed=6, nc_epochs=(1, 20, 40, 80, 120, 160))
+                         step_every=40, gamma=0.1, augment=True, seed=6,
+                         nc_epochs=(1, 5) + tuple(range(10, 201, 10)))
     elif profile == "cpu":
         base = RunConfig(dataset="fashion_mnist", model="mlp", d=16, n_per_class=1000, test_per_class=500,
-                         epochs=15, batch_size=128, lr=0.05, schedule="cosine", nc_epochs=(1, 3, 6, 10))
+                         epochs=15, batch_size=128, lr=0.05, schedule="cosine", nc_epochs=tuple(range(1, 16)))
     else:
         base = RunConfig(dataset="fashion_mnist", model="mlp", d=9, n_per_class=40, test_per_class=20,
                          epochs=2, batch_size=64, lr=0.05, schedule="cosine", nc_epochs=(1,))

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from tqdm.std import tqdm
 
-from .data import TensorLoader, load_dataset, subsample
+from .data import TensorLoader, holdout_split, load_dataset, subsample
 from .experiments import RunConfig
 from .losses import loss_module
 from .metrics import NCAccumulator
@@ -94,11 +94,15 @@ def train(config: RunConfig, *, device: torch.device | str | None = None, checkp
     if device.type == "cuda":     # deterministic cuDNN kernels: a resumed GPU run stays closer to an uninterrupted one
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     train_set = load_dataset(config.dataset, "train", root=data_root)
-    test_set = load_dataset(config.dataset, "test", root=data_root)
-    if config.n_per_class is not None:
-        train_set = subsample(train_set, config.n_per_class, seed=config.seed)
-    if config.test_per_class is not None:
-        test_set = subsample(test_set, config.test_per_class, seed=config.seed)
+    if config.holdout_per_class is not None:          # validation run: the test split is not touched
+        train_set, test_set = holdout_split(train_set, config.n_per_class, config.holdout_per_class,
+                                            seed=config.seed)
+    else:
+        test_set = load_dataset(config.dataset, "test", root=data_root)
+        if config.n_per_class is not None:
+            train_set = subsample(train_set, config.n_per_class, seed=config.seed)
+        if config.test_per_class is not None:
+            test_set = subsample(test_set, config.test_per_class, seed=config.seed)
     K = len(train_set.classes)
     train_loader = TensorLoader(train_set, config.batch_size, shuffle=True, augment=config.augment,
                                 device=device, seed=config.seed, drop_last=False)
@@ -162,7 +166,9 @@ def train(config: RunConfig, *, device: torch.device | str | None = None, checkp
     final_test = evaluate(model, eval_test, K, nc=False)
     return {
         "config": config.to_dict(), "complete": True, "history": history,
-        "train": final_train, "test": final_test, "classes": train_set.classes, "data_source": train_set.source,
+        "train": final_train, "test": final_test,
+        "evaluated_on": "holdout" if config.holdout_per_class is not None else "test",
+        "classes": train_set.classes, "data_source": train_set.source,
         "W": model.W.detach().cpu().tolist(), "b": model.b.detach().cpu().tolist(),
         "provenance": provenance(device, seconds_before + time.perf_counter() - t_start),
     }

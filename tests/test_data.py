@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ncmse import data as D
-from ncmse.data import TensorLoader, Tensors, balanced_indices, crop_flip, load_dataset, subsample
+from ncmse.data import TensorLoader, Tensors, balanced_indices, crop_flip, holdout_split, load_dataset, subsample
 
 SHARED = Path(os.environ.get("NCMSE_OFFLINE_DATA", "/work/shared/data"))
 needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason=f"offline data copy {SHARED} not present")
@@ -304,3 +304,20 @@ def test_loader_same_batches_on_cuda_as_on_cpu():
     for (xc, yc), (xg, yg) in zip(cpu, gpu, strict=True):
         assert xg.device.type == "cuda"
         assert torch.equal(yc, yg.cpu()) and torch.allclose(xc, xg.cpu(), atol=1e-6)
+
+
+def test_holdout_split_is_disjoint_balanced_and_seeded():
+    y = torch.arange(6).repeat_interleave(20)
+    x = torch.arange(len(y), dtype=torch.uint8).view(-1, 1, 1, 1)     # x identifies the sample
+    data = Tensors(x, y, [str(k) for k in range(6)], "toy")
+    train, held = holdout_split(data, 12, 5, seed=3)
+    assert torch.bincount(train.y, minlength=6).tolist() == [12] * 6
+    assert torch.bincount(held.y, minlength=6).tolist() == [5] * 6
+    assert not set(train.x.flatten().tolist()) & set(held.x.flatten().tolist())
+    again, _ = holdout_split(data, 12, 5, seed=3)
+    other, _ = holdout_split(data, 12, 5, seed=4)
+    assert torch.equal(train.x, again.x) and not torch.equal(train.x, other.x)
+    with pytest.raises(ValueError, match="exceeds"):
+        holdout_split(data, 16, 5, seed=0)
+    with pytest.raises(ValueError, match="holdout_per_class"):
+        holdout_split(data, 10, 0, seed=0)

@@ -1,0 +1,73 @@
+"""A trained network's class means against the UFM's prediction (chapters "d < K−1" and "Deep networks").
+
+For MSE with a free bias the UFM's global minimizers at d < K−1 have centred class-mean logits
+a·P_S with P_S the orthogonal projector onto a d-dimensional subspace S of 1^⊥ (``ncmse.ufm``,
+low-rank closed form): the centred class means M̄ = [μ_k − μ_G]_k are, up to a rotation and a scale,
+the projection of a simplex ETF onto S.  So their K×K Gram matrix G = M̄ᵀM̄ is a multiple of P_S —
+d equal non-zero eigenvalues — and, *given S*, the UFM predicts
+
+* the lengths ‖μ_k − μ_G‖ ∝ √(P_S)_kk (unequal for d < K−1, equal for d ≥ K−1),
+* the cosines between centred means (P_S)_kj / √((P_S)_kk (P_S)_jj),
+* the classes that lose the argmax at their own mean: those k with (P_S)_jk > (P_S)_kk for some j.
+
+:func:`class_mean_geometry` reads S off the trained means (the top-d eigenvectors of G) and puts each
+prediction next to what the network has; at d ≥ K−1, P_S = C and the prediction is the simplex ETF.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .etf import argmax_lost
+
+__all__ = ["class_mean_geometry"]
+
+
+def class_mean_geometry(result: dict) -> dict:
+    """Trained geometry vs the UFM prediction for one result of ``ncmse.experiments.run``.
+
+    Uses the training-set class means μ (K, d), global mean μ_G (d,), classifier W (K, d), b (K,) and
+    the per-class accuracies.  Returns float64 tensors / floats:
+
+    * ``eigenvalues`` (r,): the r = min(d, K−1) leading eigenvalues of G, divided by their mean (UFM: all 1);
+    * ``P_S`` (K, K): the projector onto S, the span of the top-r eigenvectors of G;
+    * ``projector_error``: ‖G·r/tr G − P_S‖_F / ‖P_S‖_F (0 when G ∝ P_S);
+    * ``lengths`` / ``lengths_ufm`` (K,): ‖μ_k − μ_G‖ and √(P_S)_kk, each divided by its mean;
+    * ``cosines`` / ``cosines_ufm`` (K(K−1)/2,): pairwise cosines of the centred means, and of P_S's columns;
+    * ``logits`` (K, K): column k = W μ_k + b, the logits of class k's mean;
+    * ``lost`` / ``lost_ufm`` (K,) bool: classes losing the argmax at their own mean, in the network
+      and as the UFM predicts from S;
+    * ``train_accuracy`` / ``test_accuracy`` (K,): per-class accuracies of the run.
+    """
+    mu = torch.tensor(result["train"]["class_means"], dtype=torch.float64)          # (K, d)
+    mu_G = torch.tensor(result["train"]["global_mean"], dtype=torch.float64)        # (d,)
+    W = torch.tensor(result["W"], dtype=torch.float64)                              # (K, d)
+    b = torch.tensor(result["b"], dtype=torch.float64)                              # (K,)
+    K, d = mu.shape
+    r = min(d, K - 1)
+    M_bar = mu - mu_G                                                               # (K, d), rows sum to 0
+    G = M_bar @ M_bar.T                                                             # (K, K)
+    evals, evecs = torch.linalg.eigh(G)
+    evals, evecs = evals.flip(0)[:r], evecs.flip(1)[:, :r]
+    if not float(evals[-1]) > 1e-12 * max(float(evals[0]), 1e-300):
+        raise ValueError(f"the class means span fewer than min(d, K−1) = {r} dimensions (dead feature units?)")
+    P_S = evecs @ evecs.T
+    G_scaled = G * r / torch.trace(G)
+    iu = torch.triu_indices(K, K, offset=1)
+
+    def cosines(A):
+        n = A.diagonal().clamp_min(1e-300).sqrt()
+        return (A / n[:, None] / n[None, :])[iu[0], iu[1]]
+
+    lengths = M_bar.norm(dim=1)
+    lengths_ufm = P_S.diagonal().clamp_min(0).sqrt()
+    logits = W @ mu.T + b[:, None]                                                  # (K, K), column = class
+    return {
+        "K": K, "d": d, "eigenvalues": evals / evals.mean(), "P_S": P_S,
+        "projector_error": float(torch.linalg.matrix_norm(G_scaled - P_S) / torch.linalg.matrix_norm(P_S)),
+        "lengths": lengths / lengths.mean(), "lengths_ufm": lengths_ufm / lengths_ufm.mean(),
+        "cosines": cosines(G), "cosines_ufm": cosines(P_S),
+        "logits": logits, "lost": argmax_lost(logits), "lost_ufm": argmax_lost(P_S),
+        "train_accuracy": torch.tensor(result["train"]["per_class_accuracy"], dtype=torch.float64),
+        "test_accuracy": torch.tensor(result["test"]["per_class_accuracy"], dtype=torch.float64),
+    }

@@ -1,0 +1,173 @@
+"""The deep-network study: lr selection on held-out data, pooling over seeds, the reproduction rule,
+and the trained class-mean geometry against the UFM (ncmse.study, ncmse.mean_geometry)."""
+
+import math
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+import ncmse.data
+import ncmse.study as study
+from ncmse import etf
+from ncmse.experiments import ResultsCache, profile_config
+from ncmse.mean_geometry import class_mean_geometry
+from ncmse.study import CE, MSE, Variant
+from ncmse.ufm import UFM
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA_ROOT = Path(os.environ.get("NCMSE_DATA_ROOT", SHARED))
+needs_data = pytest.mark.skipif(not (DATA_ROOT / "FashionMNIST" / "raw").exists(),
+                                reason=f"Fashion-MNIST not found under {DATA_ROOT}")
+
+
+def test_rescaled_variants_are_the_papers_sweeps():
+    vs = study.rescaled_variants()
+    assert vs[0] == MSE and len(vs) == 8 and len(set(vs)) == 8
+    assert {(v.alpha, v.M) for v in vs} == {(1, 1), (5, 1), (15, 1), (20, 1), (1, 3), (1, 5), (1, 7), (1, 10)}
+    assert Variant("rmse", 5.0, 1.0).label == "RMSE α=5, M=1" and CE.label == "CE"
+    c = Variant("rmse", 5.0, 1.0).config(profile_config("smoke"), d=3)
+    assert (c.loss, c.alpha, c.M, c.d) == ("rmse", 5.0, 1.0, 3) and Variant.of(c) == Variant("rmse", 5.0, 1.0)
+
+
+def _fake(variant, d, lr=0.1, seed=0, test=0.5, train=0.9, live=None, where="test"):
+    return {"config": {"loss": variant.loss, "alpha": variant.alpha, "M": variant.M, "d": d, "lr": lr,
+                       "seed": seed, "feature_relu": True},
+            "test": {"accuracy": test}, "train": {"accuracy": train, "live_units": d if live is None else live},
+            "evaluated_on": where}
+
+
+def test_lr_rule_best_heldout_accuracy_per_side_ties_to_smaller(monkeypatch):
+    table = {(MSE, 0.01): (0.60, 0.80), (MSE, 0.1): (0.50, 0.85), (MSE, 1.0): (0.40, 0.90),
+             (CE, 0.01): (0.70, 0.70), (CE, 0.1): (0.80, 0.80), (CE, 1.0): (0.80, 0.70)}   # acc at d=2, d=16
+
+    def fake_sweep(configs, **kw):
+        assert all(c.holdout_per_class == 7 and c.test_per_class is None and c.nc_epochs == () for c in configs)
+        return [_fake(Variant.of(c), c.d, c.lr, test=table[(Variant.of(c), c.lr)][c.d == 16], where="holdout")
+                for c in configs]
+
+    monkeypatch.setattr(study, "sweep", fake_sweep)
+    choice = study.tune_lr(profile_config("smoke"), [MSE, CE], lrs=(1.0, 0.1, 0.01), ds=(2, 16),
+                           holdout_per_class=7)
+    assert choice[MSE].by_d == {2: 0.01, 16: 1.0} and choice[MSE].edge == (2, 16)
+    assert choice[CE].by_d == {2: 0.1, 16: 0.1} and choice[CE].edge == ()       # tie at d=2 → 0.1 < 1.0
+    assert math.isclose(choice[MSE].scores[16][0.1], 0.85) and all(c.tuned for c in choice.values())
+    # a run uses the lr of its side of K−1 = 9
+    assert [choice[MSE].lr(d, 10) for d in (1, 4, 8, 9, 10, 512)] == [0.01, 0.01, 0.01, 1.0, 1.0, 1.0]
+    runs = study.configs(profile_config("smoke"), choice, [MSE, CE], ds=(4, 64), seeds=(0, 1))
+    assert [(c.loss, c.d, c.seed, c.lr) for c in runs[:4]] == [("mse", 4, 0, 0.01), ("mse", 4, 1, 0.01),
+                                                                ("mse", 64, 0, 1.0), ("mse", 64, 1, 1.0)]
+    fixed = study.tune_lr(profile_config("smoke"), [MSE], lrs=(0.05,), ds=(), holdout_per_class=None)
+    assert fixed[MSE].lr(5, 10) == fixed[MSE].lr(512, 10) == 0.05 and not fixed[MSE].tuned
+    with pytest.raises(ValueError, match="holdout"):
+        study.tune_lr(profile_config("smoke"), [MSE], lrs=(0.05, 0.1), ds=(4,), holdout_per_class=None)
+    monkeypatch.setattr(study, "sweep", lambda configs, **kw: [_fake(MSE, c.d, c.lr) for c in configs])
+    with pytest.raises(RuntimeError, match="held-out"):
+        study.tune_lr(profile_config("smoke"), [MSE], lrs=(0.05, 0.1), ds=(4,), holdout_per_class=3)
+
+
+def test_pick_rescaled():
+    a, b = Variant("rmse", 5.0, 1.0), Variant("rmse", 1.0, 3.0)
+    choices = {MSE: study.LRChoice(MSE, {4: 0.1}, {4: {0.1: 0.99}}, (), True),
+               a: study.LRChoice(a, {4: 0.3, 16: 0.1}, {4: {0.1: 0.9, 0.3: 0.6}, 16: {0.1: 0.9, 0.3: 0.8}},
+                                 (), True),
+               b: study.LRChoice(b, {4: 0.3, 16: 0.3}, {4: {0.1: 0.5, 0.3: 0.7}, 16: {0.1: 0.5, 0.3: 0.7}},
+                                 (), True)}
+    assert study.pick_rescaled(choices) == b     # 0.7 at its chosen lr at d=4 beats 0.6; MSE is not rescaled
+    assert study.pick_rescaled(choices, fixed=(1, 5)) == Variant("rmse", 1.0, 5.0)
+    with pytest.raises(ValueError, match="fixed"):
+        study.pick_rescaled({MSE: choices[MSE]})
+
+
+def test_pooling_comparison_and_verdict():
+    res = []
+    for seed, noise in enumerate((-0.01, 0.0, 0.01)):
+        for d, mse, ce in ((2, 0.40, 0.84), (9, 0.86, 0.865), (64, 0.865, 0.86)):
+            res += [_fake(MSE, d, seed=seed, test=mse + noise), _fake(CE, d, seed=seed, test=ce - noise)]
+    pooled = study.pool_seeds(res)
+    row = next(r for r in pooled if r["variant"] == MSE and r["d"] == 2)
+    assert row["n"] == 3 and row["seeds"] == [0, 1, 2]
+    assert math.isclose(row["test_mean"], 0.40) and math.isclose(row["test_std"], 0.01)
+    comp = study.compare(pooled, MSE, CE, K=10)
+    assert [r["d"] for r in comp] == [2, 9, 64] and [r["below"] for r in comp] == [True, False, False]
+    assert comp[0]["clear"] and math.isclose(comp[0]["gap"], 0.44)
+    assert not comp[1]["clear"] and not comp[2]["clear"]
+    v = study.verdict(comp)
+    assert v.reproduced and v.sentence("MSE", "CE").startswith("reproduced")
+    # a clear gap at d ≥ K−1 breaks the claim
+    res.append(_fake(CE, 64, seed=3, test=0.99))
+    res = [r for r in res if not (r["config"]["loss"] == "ce" and r["config"]["d"] == 64 and r["config"]["seed"] < 3)]
+    res += [_fake(CE, 64, seed=s, test=0.99) for s in range(3)]
+    v = study.verdict(study.compare(study.pool_seeds(res), MSE, CE, K=10))
+    assert v.below and not v.above and v.sentence("MSE", "CE").startswith("not reproduced")
+    with pytest.raises(ValueError, match="both sides"):
+        study.verdict([r for r in comp if r["below"]])
+
+
+def test_history_band():
+    runs = [{"history": [{"epoch": 1, "NC1": 2.0}, {"epoch": 2}, {"epoch": 3, "NC1": 1.0}]},
+            {"history": [{"epoch": 1, "NC1": 4.0}, {"epoch": 2, "NC1": 3.0}, {"epoch": 3, "NC1": 0.5}]}]
+    assert study.history_band(runs, "NC1") == ([1, 3], [3.0, 0.75], [2.0, 0.5], [4.0, 1.0])
+
+
+def _result_from_ufm(K, d, S=None, seed=0):
+    ufm = UFM(K=K, n=3, d=d, lambda_W=5e-4, lambda_H=5e-4)
+    W, H, b = ufm.global_minimizer(S=S)
+    mu = H.reshape(d, K, 3).mean(2).T                                    # class means (K, d)
+    shift = torch.randn(d, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    logits = W @ mu.T + b[:, None]
+    own = (logits.argmax(0) == torch.arange(K)).double()
+    return {"train": {"class_means": (mu + shift).tolist(), "global_mean": (mu.mean(0) + shift).tolist(),
+                      "per_class_accuracy": own.tolist()},
+            "test": {"per_class_accuracy": own.tolist()},
+            "W": W.tolist(), "b": (b - W @ shift).tolist()}
+
+
+def test_geometry_of_the_ufm_minimizer_is_its_own_prediction():
+    K, d = 10, 3
+    S = etf.random_subspace(K, d, generator=torch.Generator().manual_seed(5))
+    g = class_mean_geometry(_result_from_ufm(K, d, S))
+    assert torch.allclose(g["eigenvalues"], torch.ones(d, dtype=torch.float64), atol=1e-10)
+    assert g["projector_error"] < 1e-10
+    assert torch.allclose(g["P_S"], S @ S.T, atol=1e-10)
+    assert torch.allclose(g["lengths"], g["lengths_ufm"], atol=1e-10)
+    assert torch.allclose(g["cosines"], g["cosines_ufm"], atol=1e-10)
+    assert torch.equal(g["lost"], g["lost_ufm"]) and bool(g["lost_ufm"].any())
+    assert torch.equal(g["train_accuracy"] == 0, g["lost"])
+    # at d ≥ K−1 the prediction is the simplex ETF: equal lengths, cosines −1/(K−1), nothing lost
+    e = class_mean_geometry(_result_from_ufm(K, 12))
+    assert torch.allclose(e["lengths_ufm"], torch.ones(K, dtype=torch.float64), atol=1e-12)
+    assert torch.allclose(e["cosines"], torch.full_like(e["cosines"], -1 / (K - 1)), atol=1e-10)
+    assert not bool(e["lost"].any()) and e["projector_error"] < 1e-10
+
+
+def test_geometry_detects_a_non_projector_and_dead_units():
+    r = _result_from_ufm(6, 2)
+    mu = torch.tensor(r["train"]["class_means"])
+    mu[:, 0] *= 3.0                                                      # unequal eigenvalues
+    r["train"]["class_means"] = mu.tolist()
+    r["train"]["global_mean"] = mu.mean(0).tolist()
+    g = class_mean_geometry(r)
+    assert g["projector_error"] > 0.1 and float(g["eigenvalues"].max() / g["eigenvalues"].min()) > 5
+    mu[:, 1] = 0.0                                                       # a dead unit: rank 1 < min(d, K−1)
+    r["train"]["class_means"], r["train"]["global_mean"] = mu.tolist(), mu.mean(0).tolist()
+    with pytest.raises(ValueError, match="dead"):
+        class_mean_geometry(r)
+
+
+@needs_data
+def test_tuning_trains_on_heldout_training_images_and_never_loads_the_test_split(tmp_path, monkeypatch):
+    real = ncmse.data.load_dataset
+
+    def guarded(name, split, **kw):
+        assert split == "train", "the test split was loaded while tuning"
+        return real(name, split, **kw)
+
+    monkeypatch.setattr("ncmse.train.load_dataset", guarded)
+    base = profile_config("smoke")
+    choice = study.tune_lr(base, [MSE], lrs=(0.01, 0.1), ds=(4,), holdout_per_class=10,
+                           cache=ResultsCache(tmp_path / "results"), progress=False, data_root=DATA_ROOT)
+    assert choice[MSE].tuned and set(choice[MSE].scores[4]) == {0.01, 0.1}
+    cached = [p for p in (tmp_path / "results").glob("*.json")]
+    assert len(cached) == 2
