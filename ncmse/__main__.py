@@ -1,4 +1,5 @@
-"""Command line: ``python -m ncmse book [--profile cpu] [--chapters …] [--no-build]``."""
+"""Command line: ``python -m ncmse book [--profile cpu] [--chapters …] [--no-build]``; ``train``, ``sweep``
+and ``study`` (every run of the chapter "Deep networks") fill the results cache."""
 
 from __future__ import annotations
 
@@ -32,7 +33,14 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument(opt, type=typ)
         p.add_argument("--linear-features", action="store_true", help="no ReLU on the feature layer")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
+    st = sub.add_parser("study", help="train every run of the chapter 'Deep networks' at a profile into the results "
+                                      "cache (on a GPU box, say), so that building the chapter trains nothing")
+    st.add_argument("--profile", choices=PROFILES, default=DEFAULT_PROFILE)
+    st.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available)")
+    st.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
+    if args.command == "study":
+        return _study(args)
     if args.command in ("train", "sweep"):
         return _train_or_sweep(args)
     if args.command == "book":
@@ -40,6 +48,21 @@ def main(argv: list[str] | None = None) -> int:
 
         return run(args.profile, chapters=args.chapters, build=not args.no_build, timeout=args.timeout)
     return 2
+
+
+def _study(args) -> int:
+    from .study import run_study
+
+    try:
+        R = run_study(args.profile, device=args.device, progress=not args.quiet)
+    except KeyboardInterrupt:
+        print("\n[ncmse] interrupted: finished runs are cached under data/results; the run in progress "
+              "resumes from data/checkpoints when the same command runs again", file=sys.stderr)
+        return 130
+    trained = sum(not r["cached"] for r in R.all_runs)
+    print(f"[ncmse] study at profile '{args.profile}': {len(R.all_runs)} runs after tuning, {trained} trained now; "
+          f"the rescaled MSE of the d-sweep is {R.rmse.label}")
+    return 0
 
 
 def _train_or_sweep(args) -> int:

@@ -20,7 +20,7 @@ import torch
 
 from .etf import argmax_lost
 
-__all__ = ["class_mean_geometry"]
+__all__ = ["class_mean_geometry", "class_mean_geometries"]
 
 
 def class_mean_geometry(result: dict) -> dict:
@@ -71,3 +71,18 @@ def class_mean_geometry(result: dict) -> dict:
         "train_accuracy": torch.tensor(result["train"]["per_class_accuracy"], dtype=torch.float64),
         "test_accuracy": torch.tensor(result["test"]["per_class_accuracy"], dtype=torch.float64),
     }
+
+
+def class_mean_geometries(results: list[dict]) -> tuple[list[dict], list[tuple[int, str]]]:
+    """:func:`class_mean_geometry` of each run (with its ``seed`` and overall ``test_accuracy_total``
+    added), and the (seed, reason) of runs it cannot be computed for — class means spanning fewer
+    than min(d, K−1) dimensions, as after feature units died."""
+    out, skipped = [], []
+    for r in results:
+        try:
+            g = class_mean_geometry(r)
+        except ValueError as e:
+            skipped.append((r["config"]["seed"], str(e)))
+            continue
+        out.append({**g, "seed": r["config"]["seed"], "test_accuracy_total": r["test"]["accuracy"]})
+    return out, skipped

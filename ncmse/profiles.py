@@ -52,7 +52,7 @@ _SETTINGS = {
         "smoke": dict(seeds=(0, 1), lrs=(0.03, 0.1), tune_ds=(4, 16), holdout_per_class=20, alphas=(1, 5),
                       Ms=(1, 3), rescaled_ds=(4, 16), sweep_rescaled=None, nc_ds=(4, 16), geometry_d=4,
                       linear_seeds=(0,)),
-        "cpu": dict(seeds=(0, 1, 2), lrs=(0.003, 0.01, 0.03, 0.1, 0.3), tune_ds=(4, 16), holdout_per_class=500,
+        "cpu": dict(seeds=(0, 1, 2), lrs=(0.01, 0.03, 0.1, 0.3), tune_ds=(4, 16), holdout_per_class=500,
                     alphas=(1, 5, 15, 20), Ms=(1, 3, 5, 7, 10), rescaled_ds=(4, 16), sweep_rescaled=None,
                     nc_ds=(4, 16), geometry_d=4, linear_seeds=(0,)),
         "paper": dict(seeds=(6, 7, 8), lrs=(0.05,), tune_ds=(), holdout_per_class=None, alphas=(1, 5, 15, 20),

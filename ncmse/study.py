@@ -20,10 +20,11 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass
 
-from .experiments import ResultsCache, RunConfig, sweep
+from .experiments import ResultsCache, RunConfig, d_grid, profile_config, sweep
+from .profiles import settings as profile_settings
 
-__all__ = ["Variant", "MSE", "CE", "rescaled_variants", "LRChoice", "tuning_configs", "tune_lr",
-           "pick_rescaled", "configs", "history_band", "pool_seeds", "compare", "Verdict", "verdict"]
+__all__ = ["StudyResults", "run_study", "Variant", "MSE", "CE", "rescaled_variants", "LRChoice", "tuning_configs",
+           "tune_lr", "pick_rescaled", "configs", "history_band", "pool_seeds", "compare", "Verdict", "verdict"]
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,8 @@ def tuning_configs(base: RunConfig, variant: Variant, *, lrs, ds, holdout_per_cl
 
 
 def tune_lr(base: RunConfig, variants, *, lrs, ds, holdout_per_class: int | None,
-            cache: ResultsCache | None = None, progress: bool = True, data_root=None) -> dict[Variant, LRChoice]:
+            cache: ResultsCache | None = None, progress: bool = True, data_root=None,
+            device=None) -> dict[Variant, LRChoice]:
     """Choose each variant's learning rate on held-out training data, separately at each tuning
     dimension in ``ds`` (one below K−1, one above: MSE's best lr differs between the two sides);
     rule: the best held-out accuracy, ties → the smaller lr.  With a single lr nothing is trained."""
@@ -108,7 +110,7 @@ def tune_lr(base: RunConfig, variants, *, lrs, ds, holdout_per_class: int | None
         raise ValueError("tuning several learning rates needs tuning dimensions ds and holdout_per_class")
     configs = [c for v in variants for c in tuning_configs(base, v, lrs=lrs, ds=ds,
                                                             holdout_per_class=holdout_per_class)]
-    results = sweep(configs, cache=cache, progress=progress, data_root=data_root)
+    results = sweep(configs, cache=cache, progress=progress, data_root=data_root, device=device)
     acc = {}
     for r in results:
         if r.get("evaluated_on") != "holdout":
@@ -228,3 +230,48 @@ def verdict(comparison: list[dict]) -> Verdict:
         raise ValueError("the comparison needs dimensions on both sides of K−1")
     smallest = min(below, key=lambda r: r["d"])
     return Verdict(below=smallest["clear"] and smallest["gap"] > 0, above=not any(r["clear"] for r in above))
+
+
+@dataclass
+class StudyResults:
+    """Everything the chapter "Deep networks" trains at one profile (see :func:`run_study`)."""
+
+    profile: str
+    settings: dict
+    base: RunConfig
+    K: int
+    grid: tuple
+    choices: dict            # Variant → LRChoice, for MSE, CE and every rescaled variant
+    rescaled: list           # the rescaled variants of the paper's sweeps (without plain MSE)
+    rmse: Variant            # the rescaled variant carried through the d-sweep
+    runs: list               # MSE, CE, rmse × grid × seeds (feature ReLU)
+    rescaled_runs: list      # rescaled × rescaled_ds × seeds
+    linear_runs: list        # MSE, CE × grid × linear_seeds without the feature ReLU
+
+    @property
+    def all_runs(self) -> list:
+        return [*self.runs, *self.rescaled_runs, *self.linear_runs]
+
+
+def run_study(profile: str, *, cache: ResultsCache | None = None, device=None, progress: bool = True,
+              data_root=None, grid=None, overrides: dict | None = None, **base_changes) -> StudyResults:
+    """Tune, then train (or read from the cache) every run of the chapter at ``profile``: the stages of
+    the chapter in order.  ``grid``, ``overrides`` (of ``profiles.settings("deep", profile)``) and
+    ``base_changes`` (of the base :class:`RunConfig`) shrink it for checks; the chapter uses none."""
+    S = {**profile_settings("deep", profile), **(overrides or {})}
+    base = profile_config(profile, **base_changes)
+    grid = tuple(grid or d_grid(profile))
+    K = 10                                           # MNIST, Fashion-MNIST and CIFAR-10
+    kw = dict(cache=cache, progress=progress, data_root=data_root, device=device)
+    rescaled = [v for v in rescaled_variants(S["alphas"], S["Ms"]) if v != MSE]
+    choices = tune_lr(base, [MSE, CE, *rescaled], lrs=S["lrs"], ds=S["tune_ds"],
+                      holdout_per_class=S["holdout_per_class"], **kw)
+    rmse = pick_rescaled(choices, fixed=S["sweep_rescaled"])
+    if rmse not in choices:
+        choices[rmse] = tune_lr(base, [rmse], lrs=S["lrs"], ds=S["tune_ds"],
+                                holdout_per_class=S["holdout_per_class"], **kw)[rmse]
+    runs = sweep(configs(base, choices, [MSE, CE, rmse], ds=grid, seeds=S["seeds"], K=K), **kw)
+    rescaled_runs = sweep(configs(base, choices, rescaled, ds=S["rescaled_ds"], seeds=S["seeds"], K=K), **kw)
+    linear_runs = sweep(configs(base, choices, [MSE, CE], ds=grid, seeds=S["linear_seeds"], K=K, feature_relu=False),
+                        **kw)
+    return StudyResults(profile, S, base, K, grid, choices, rescaled, rmse, runs, rescaled_runs, linear_runs)
