@@ -218,7 +218,7 @@ def sweep(configs: list[RunConfig], *, cache: ResultsCache | None = None, device
     out = []
     bar = tqdm(configs, desc="sweep", disable=not progress)
     for config in bar:
-        bar.set_postfix(d=config.d, loss=config.loss, seed=config.seed)
+        bar.set_postfix(d=config.d, loss=config.loss, seed=config.seed, refresh=False)
         out.append(run(config, cache=cache, device=device, progress=progress, data_root=data_root))
     return out
 

@@ -124,6 +124,8 @@ def check_site(html: Path, pages: list[str], *, screenshots: Path | None = None,
             rep.formulas = info["rendered"]
             rep.problems += [f"image did not load: {im['src']}" for im in info["images"] if not im["ok"]]
             rep.problems += [f"raw TeX left in the text: {r!r}" for r in info["raw"]]
+            if "{glue:" in file.read_text(encoding="utf-8"):     # a glue role where roles are not parsed (math)
+                rep.problems.append("an unresolved {glue:…} role is in the page")
             rep.problems += [f"MathJax error: {e}" for e in info["mathErrors"]]
             rep.problems += [f"error output in a cell: {e!r}" for e in info["errors"]]
             if info["tracebacks"]:

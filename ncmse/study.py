@@ -24,7 +24,8 @@ from .experiments import ResultsCache, RunConfig, d_grid, profile_config, sweep
 from .profiles import settings as profile_settings
 
 __all__ = ["StudyResults", "run_study", "Variant", "MSE", "CE", "rescaled_variants", "LRChoice", "tuning_configs",
-           "tune_lr", "pick_rescaled", "configs", "history_band", "pool_seeds", "compare", "Verdict", "verdict"]
+           "tune_lr", "pick_rescaled", "configs", "history_band", "pool_seeds", "compare", "recovery", "Verdict",
+           "verdict"]
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,14 @@ class LRChoice:
     scores: dict
     edge: tuple
     tuned: bool
+
+    def edge_margin(self, d: int) -> float:
+        """At tuning dimension d, how much the chosen lr's held-out accuracy beats the best rate strictly
+        inside the grid (≤ 0 when an inner rate wins; NaN for grids of fewer than three rates)."""
+        lrs = sorted(self.scores[d])
+        if len(lrs) < 3:
+            return math.nan
+        return self.scores[d][self.by_d[d]] - max(self.scores[d][lr] for lr in lrs[1:-1])
 
     def lr(self, d: int, K: int) -> float:
         """The lr for a run at feature dimension d: the one chosen at the tuning dimension on the same
@@ -220,6 +229,23 @@ class Verdict:
         parts.append(f"{a} {'is' if self.below else 'is not'} clearly behind {b} at the smallest d below K−1")
         parts.append(f"{'no' if self.above else 'a'} clear gap at and above K−1")
         return "not reproduced: " + "; ".join(parts)
+
+
+def recovery(pooled: list[dict], candidate: Variant, *, d: int, K: int, baseline: Variant = MSE,
+             target: Variant = CE) -> str:
+    """How much of ``target``'s lead over ``baseline`` at dimension d ``candidate`` wins back, by the
+    *clear* rule of :func:`compare`: "does not recover" (not clearly above the baseline), "partly
+    recovers" (clearly above it, clearly below the target) or "recovers" (no clear gap to the target)."""
+    def at_d(a, b):
+        rows = [r for r in compare(pooled, a, b, K=K) if r["d"] == d]
+        if not rows:
+            raise ValueError(f"no runs of both {a.label} and {b.label} at d = {d}")
+        return rows[0]
+
+    up, rest = at_d(baseline, candidate), at_d(candidate, target)
+    if not (up["clear"] and up["gap"] > 0):
+        return "does not recover"
+    return "partly recovers" if rest["clear"] and rest["gap"] > 0 else "recovers"
 
 
 def verdict(comparison: list[dict]) -> Verdict:

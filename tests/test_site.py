@@ -59,9 +59,11 @@ def test_checker_catches_a_broken_figure_formula_and_link(site, tmp_path):
     (page.parent / image).unlink()                                   # a figure that does not load
     html = html.replace(r"\(K-1\)", r"\(\frac{K-1\)", 1)              # a formula MathJax cannot parse
     html = html.replace('href="intro.html"', 'href="no-such-page.html"')     # a dead internal link
+    html = html.replace("</h1>", "</h1><p>\\(d={glue:text}`low_d`\\)</p>", 1)     # a glue role inside math
     page.write_text(html)
     (report,) = check_site(broken, ["book/ufm_global_optimality"])
     text = "\n".join(report.problems)
     assert "image did not load" in text
     assert "MathJax error" in text or "raw TeX" in text
     assert "broken internal link: no-such-page.html" in text
+    assert "unresolved {glue:" in text

@@ -11,7 +11,7 @@ import torch
 import ncmse.data
 import ncmse.study as study
 from ncmse import etf
-from ncmse.experiments import ResultsCache, profile_config
+from ncmse.experiments import ResultsCache, RunConfig, profile_config
 from ncmse.mean_geometry import class_mean_geometry
 from ncmse.study import CE, MSE, Variant
 from ncmse.ufm import UFM
@@ -53,6 +53,8 @@ def test_lr_rule_best_heldout_accuracy_per_side_ties_to_smaller(monkeypatch):
     assert choice[MSE].by_d == {2: 0.01, 16: 1.0} and choice[MSE].edge == (2, 16)
     assert choice[CE].by_d == {2: 0.1, 16: 0.1} and choice[CE].edge == ()       # tie at d=2 → 0.1 < 1.0
     assert math.isclose(choice[MSE].scores[16][0.1], 0.85) and all(c.tuned for c in choice.values())
+    assert math.isclose(choice[MSE].edge_margin(2), 0.10) and math.isclose(choice[MSE].edge_margin(16), 0.05)
+    assert choice[CE].edge_margin(2) == 0.0
     # a run uses the lr of its side of K−1 = 9
     assert [choice[MSE].lr(d, 10) for d in (1, 4, 8, 9, 10, 512)] == [0.01, 0.01, 0.01, 1.0, 1.0, 1.0]
     runs = study.configs(profile_config("smoke"), choice, [MSE, CE], ds=(4, 64), seeds=(0, 1))
@@ -103,6 +105,23 @@ def test_pooling_comparison_and_verdict():
     assert v.below and not v.above and v.sentence("MSE", "CE").startswith("not reproduced")
     with pytest.raises(ValueError, match="both sides"):
         study.verdict([r for r in comp if r["below"]])
+
+
+def test_recovery_levels():
+    R = Variant("rmse", 5.0, 1.0)
+
+    def pooled(rmse_acc):
+        res = []
+        for seed, noise in enumerate((-0.01, 0.0, 0.01)):
+            res += [_fake(MSE, 4, seed=seed, test=0.60 + noise), _fake(CE, 4, seed=seed, test=0.85 + noise),
+                    _fake(R, 4, seed=seed, test=rmse_acc + noise)]
+        return study.pool_seeds(res)
+
+    assert study.recovery(pooled(0.605), R, d=4, K=10) == "does not recover"
+    assert study.recovery(pooled(0.75), R, d=4, K=10) == "partly recovers"
+    assert study.recovery(pooled(0.845), R, d=4, K=10) == "recovers"
+    with pytest.raises(ValueError, match="d = 16"):
+        study.recovery(pooled(0.7), R, d=16, K=10)
 
 
 def test_history_band():
@@ -171,3 +190,23 @@ def test_tuning_trains_on_heldout_training_images_and_never_loads_the_test_split
     assert choice[MSE].tuned and set(choice[MSE].scores[4]) == {0.01, 0.1}
     cached = [p for p in (tmp_path / "results").glob("*.json")]
     assert len(cached) == 2
+
+
+@needs_data
+def test_run_study_second_call_trains_nothing(tmp_path):
+    kw = dict(cache=ResultsCache(tmp_path / "results"), progress=False, data_root=DATA_ROOT, grid=(4, 16),
+              overrides={"seeds": (0,), "alphas": (1, 5), "Ms": (1,), "lrs": (0.03, 0.1)})
+    R = study.run_study("smoke", **kw)
+    assert R.rescaled == [Variant("rmse", 5.0, 1.0)] and R.rmse == R.rescaled[0]
+    assert len(R.runs) == 6 and len(R.rescaled_runs) == 2 and len(R.linear_runs) == 4
+    unique = {RunConfig.from_dict(r["config"]).key() for r in R.all_runs}
+    assert sum(not r["cached"] for r in R.all_runs) == len(unique) == 10    # the d-sweep's RMSE is reused
+    for r in R.all_runs:
+        c = r["config"]
+        assert c["lr"] == R.choices[Variant.of(c)].lr(c["d"], R.K) and r["evaluated_on"] == "test"
+    assert all(not r["config"]["feature_relu"] for r in R.linear_runs)
+    n_files = len(list((tmp_path / "results").glob("*.json")))
+    again = study.run_study("smoke", **kw)
+    assert all(r["cached"] for r in again.all_runs)
+    assert len(list((tmp_path / "results").glob("*.json"))) == n_files        # tuning runs were cached too
+    assert [r["test"]["accuracy"] for r in again.all_runs] == [r["test"]["accuracy"] for r in R.all_runs]
