@@ -222,6 +222,14 @@ def _benchmark_table(root: Path) -> str:
         rows.append((f"UFM solver, paper-profile sizes, {r['ufm_cuda']['n_init']} starts (CUDA vs the same "
                      "machine's CPU)", f"{r['ufm_cuda']['seconds']:.1f} s vs {r['ufm_cpu']['seconds']:.1f} s: "
                      f"{r['ufm_time_ratio_cpu_over_cuda']:.1f}×", f"{r['gpu']}, torch {r['torch']}"))
+    deep = res / "device_deep_check_h200.json"
+    if deep.exists():
+        r = _json.loads(deep.read_text())
+        rows.append((f"deep-network chapter's paper path (`run_study` on CUDA: {len(r['runs'])} ResNet18 runs, "
+                     f"{r['images_trained']:,} images trained in all)",
+                     f"{r['sweep_seconds']:.1f} s, {1e3 * r['seconds_per_image']:.2f} ms per image; extrapolated to "
+                     f"the paper profile's {r['paper_runs']} runs × 200 epochs × 50,000 images: "
+                     f"{r['paper_gpu_hours_estimate']:.0f} GPU hours", f"{r['gpu']}, torch {r['torch']}"))
     if not rows:
         return ""
     lines = ["", "## Benchmarks", "", "Measured by the scripts in `benchmarks/` (results in `benchmarks/results/`).",

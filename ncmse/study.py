@@ -211,8 +211,9 @@ def compare(pooled: list[dict], a: Variant, b: Variant, *, K: int, metric: str =
 
 @dataclass(frozen=True)
 class Verdict:
-    """Whether the claim held: ``below`` — at the smallest d < K−1 ``b`` beats ``a`` clearly;
-    ``above`` — at no d ≥ K−1 is there a clear gap either way; ``reproduced`` = both."""
+    """Whether the claim held: ``below`` — at the smallest d < K−1 ``b`` (cross-entropy) beats ``a``
+    (MSE) clearly; ``above`` — at no d ≥ K−1 is ``b`` clearly ahead of ``a`` (the claim is that MSE is
+    not worse there; MSE ahead does not contradict it); ``reproduced`` = both."""
 
     below: bool
     above: bool
@@ -223,11 +224,11 @@ class Verdict:
 
     def sentence(self, a: str, b: str) -> str:
         if self.reproduced:
-            return (f"reproduced: {a} loses accuracy against {b} below K−1 and matches it (no gap larger than "
+            return (f"reproduced: {a} loses accuracy against {b} below K−1 and is not behind it (by more than "
                     f"one point and two standard errors) at and above K−1")
         parts = []
         parts.append(f"{a} {'is' if self.below else 'is not'} clearly behind {b} at the smallest d below K−1")
-        parts.append(f"{'no' if self.above else 'a'} clear gap at and above K−1")
+        parts.append(f"{a} {'is not' if self.above else 'is'} clearly behind {b} somewhere at or above K−1")
         return "not reproduced: " + "; ".join(parts)
 
 
@@ -255,7 +256,8 @@ def verdict(comparison: list[dict]) -> Verdict:
     if not below or not above:
         raise ValueError("the comparison needs dimensions on both sides of K−1")
     smallest = min(below, key=lambda r: r["d"])
-    return Verdict(below=smallest["clear"] and smallest["gap"] > 0, above=not any(r["clear"] for r in above))
+    return Verdict(below=smallest["clear"] and smallest["gap"] > 0,
+                   above=not any(r["clear"] and r["gap"] > 0 for r in above))
 
 
 @dataclass

@@ -97,7 +97,11 @@ def test_pooling_comparison_and_verdict():
     assert not comp[1]["clear"] and not comp[2]["clear"]
     v = study.verdict(comp)
     assert v.reproduced and v.sentence("MSE", "CE").startswith("reproduced")
-    # a clear gap at d ≥ K−1 breaks the claim
+    # MSE clearly ahead at d ≥ K−1 does not contradict the claim ("MSE is not worse there") …
+    better = [_fake(MSE, 64, seed=s, test=0.95) for s in range(3)] + \
+        [r for r in res if not (r["config"]["loss"] == "mse" and r["config"]["d"] == 64)]
+    assert study.verdict(study.compare(study.pool_seeds(better), MSE, CE, K=10)).reproduced
+    # … CE clearly ahead there breaks it
     res.append(_fake(CE, 64, seed=3, test=0.99))
     res = [r for r in res if not (r["config"]["loss"] == "ce" and r["config"]["d"] == 64 and r["config"]["seed"] < 3)]
     res += [_fake(CE, 64, seed=s, test=0.99) for s in range(3)]
@@ -210,3 +214,22 @@ def test_run_study_second_call_trains_nothing(tmp_path):
     assert all(r["cached"] for r in again.all_runs)
     assert len(list((tmp_path / "results").glob("*.json"))) == n_files        # tuning runs were cached too
     assert [r["test"]["accuracy"] for r in again.all_runs] == [r["test"]["accuracy"] for r in R.all_runs]
+
+
+@pytest.mark.parametrize("profile", ["smoke", "cpu", "paper"])
+def test_deep_settings_are_consistent(profile):
+    from ncmse import profiles
+    from ncmse.experiments import d_grid
+
+    S, grid, K = profiles.settings("deep", profile), d_grid(profile), 10
+    assert set(S["rescaled_ds"]) <= set(grid) and set(S["nc_ds"]) <= set(grid)
+    for ds in (S["rescaled_ds"], S["nc_ds"], grid):
+        assert min(ds) < K - 1 <= max(ds)                  # both sides of K − 1
+    assert S["geometry_d"] in grid and S["geometry_d"] < K - 1
+    if len(S["lrs"]) > 1:                                  # tuned: one dimension on each side, held-out images
+        assert min(S["tune_ds"]) < K - 1 <= max(S["tune_ds"]) and S["holdout_per_class"]
+    if S["sweep_rescaled"] is not None:
+        assert Variant("rmse", *map(float, S["sweep_rescaled"])) in study.rescaled_variants(S["alphas"], S["Ms"])
+    if profile == "paper":                                 # the paper's settings, untuned
+        assert S["lrs"] == (0.05,) and tuple(S["alphas"]) == (1, 5, 15, 20) and tuple(S["Ms"]) == (1, 3, 5, 7, 10)
+        assert S["seeds"][0] == profile_config("paper").seed == 6
