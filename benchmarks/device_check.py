@@ -9,7 +9,6 @@ features accumulated on CUDA against float64 on the CPU.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -17,6 +16,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _report import write_report  # noqa: E402
 
 from ncmse.metrics import NCAccumulator, nc_metrics  # noqa: E402
 from ncmse.profiles import settings  # noqa: E402
@@ -76,10 +78,7 @@ def main() -> int:
     got, secs = timed(on_cuda, cuda)
     report["metrics_cuda"] = {"seconds": secs, "max_rel_diff_vs_cpu_float64":
                               max(abs(got[k] - ref[k]) / max(abs(ref[k]), 1e-300) for k in ref)}
-    print(json.dumps(report, indent=2))
-    if args.out:
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        (Path(args.out) / "device_check.json").write_text(json.dumps(report, indent=2))
+    write_report(report, args.out, "device_check.json")
     ok = (report["ufm_cuda"]["max_rel_gap"] < 1e-8 and report["metrics_cuda"]["max_rel_diff_vs_cpu_float64"] < 1e-6)
     return 0 if ok else 1
 

@@ -16,7 +16,6 @@ A device machine has no copy of the data, so the decoded CIFAR-10 test split
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -25,8 +24,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import ncmse.train as T  # noqa: E402
+from _report import use_test_split_only, write_report  # noqa: E402
+
 from ncmse import experiments, profiles, study  # noqa: E402
 from ncmse.mean_geometry import class_mean_geometries  # noqa: E402
 
@@ -40,8 +41,7 @@ def main() -> int:
     if not torch.cuda.is_available():
         print("no CUDA device")
         return 1
-    real = T.load_dataset
-    T.load_dataset = lambda name, split, root=None: real(name, "test", root=root)   # only the test split is here
+    use_test_split_only()                              # only the test split is on a device machine
     S = profiles.settings("deep", "paper")
     small = {"seeds": S["seeds"][:1], "rescaled_ds": S["rescaled_ds"][:1], "alphas": (1, 5), "Ms": (1, 5)}
     report = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__, "runs": []}
@@ -74,10 +74,7 @@ def main() -> int:
                    "pooled_rows": len(pooled), "geometry_runs": len(geo), "geometry_skipped": skipped,
                    "nc1_epochs": band[0], "paper_runs": full_runs,
                    "paper_gpu_hours_estimate": per_image * 50000 * 200 * full_runs / 3600})
-    print(json.dumps(report, indent=2))
-    if args.out:
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        (Path(args.out) / "device_deep_check.json").write_text(json.dumps(report, indent=2))
+    write_report(report, args.out, "device_deep_check.json")
     return 0
 
 

@@ -20,6 +20,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _report import use_test_split_only, write_report  # noqa: E402
 
 import ncmse.train as T  # noqa: E402
 from ncmse.experiments import profile_config  # noqa: E402
@@ -35,8 +38,7 @@ def main() -> int:
     if not torch.cuda.is_available():
         print("no CUDA device")
         return 1
-    real = T.load_dataset
-    T.load_dataset = lambda name, split, root=None: real(name, "test", root=root)   # only the test split is here
+    use_test_split_only()                              # only the test split is on a device machine
     report = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__, "runs": []}
     ok = True
     for d in args.d:
@@ -57,10 +59,7 @@ def main() -> int:
         report["runs"].append(run)
         print(json.dumps(run), flush=True)
         ok &= close and full["train"]["live_units"] <= d
-    print(json.dumps(report, indent=2))
-    if args.out:
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        (Path(args.out) / "device_train_check.json").write_text(json.dumps(report, indent=2))
+    write_report(report, args.out, "device_train_check.json")
     return 0 if ok else 1
 
 

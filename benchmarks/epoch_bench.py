@@ -11,7 +11,6 @@ model) for both; the machine and thread count are recorded with the numbers.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -22,6 +21,9 @@ from torchvision import transforms
 from torchvision.transforms.functional import to_pil_image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _report import write_report  # noqa: E402
 
 from ncmse.data import TensorLoader, load_dataset, subsample  # noqa: E402
 from ncmse.machine import device_description  # noqa: E402
@@ -88,10 +90,7 @@ def main() -> int:
     }
     report["loader_ratio"] = report["loader_only_pil_s"] / report["loader_only_tensor_s"]
     report["epoch_ratio"] = report["epoch_pil_s"] / report["epoch_tensor_s"]
-    print(json.dumps(report, indent=2))
-    if args.out:
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        (Path(args.out) / "epoch_cpu.json").write_text(json.dumps(report, indent=2))
+    write_report(report, args.out, "epoch_cpu.json")
     return 0
 
 
