@@ -59,8 +59,8 @@ def _study(args) -> int:
         print("\n[ncmse] interrupted: finished runs are cached under data/results; the run in progress "
               "resumes from data/checkpoints when the same command runs again", file=sys.stderr)
         return 130
-    trained = sum(not r["cached"] for r in R.all_runs)
-    print(f"[ncmse] study at profile '{args.profile}': {len(R.all_runs)} runs after tuning, {trained} trained now; "
+    trained = sum(not r["cached"] for r in R.unique_runs)
+    print(f"[ncmse] study at profile '{args.profile}': {len(R.unique_runs)} runs after tuning, {trained} trained now; "
           f"the rescaled MSE of the d-sweep is {R.rmse.label}")
     return 0
 

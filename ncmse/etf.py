@@ -23,6 +23,7 @@ __all__ = [
     "check_subspace",
     "projector",
     "argmax_lost",
+    "random_projection_lost",
     "random_subspaces",
     "frame_geometry",
     "projector_fit",
@@ -175,6 +176,13 @@ def random_subspaces(K: int, d: int, count: int, *, generator: torch.Generator |
     G = torch.randn(count, K - 1, d, generator=generator, dtype=dtype, device=device)
     Q, _ = torch.linalg.qr(G)
     return centering_basis(K, dtype=dtype, device=device) @ Q
+
+
+def random_projection_lost(K: int, d: int, count: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Monte Carlo over global MSE minimizers with a free bias at d < K−1 (class-mean logits ∝ P_S):
+    for ``count`` Haar-random subspaces S of 1^⊥, which classes lose the argmax at their own mean,
+    a bool tensor (count, K) (:func:`argmax_lost` of :func:`projector` of :func:`random_subspaces`)."""
+    return argmax_lost(projector(random_subspaces(K, d, count, generator=generator)))
 
 
 def frame_geometry(V: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from .etf import argmax_lost
+from . import etf
 
 __all__ = ["class_mean_geometry", "class_mean_geometries"]
 
@@ -52,22 +52,16 @@ def class_mean_geometry(result: dict) -> dict:
     if not float(evals[-1]) > 1e-12 * max(float(evals[0]), 1e-300):
         raise ValueError(f"the class means span fewer than min(d, K−1) = {r} dimensions (dead feature units?)")
     P_S = evecs @ evecs.T
-    G_scaled = G * r / torch.trace(G)
-    iu = torch.triu_indices(K, K, offset=1)
-
-    def cosines(A):
-        n = A.diagonal().clamp_min(1e-300).sqrt()
-        return (A / n[:, None] / n[None, :])[iu[0], iu[1]]
-
-    lengths = M_bar.norm(dim=1)
-    lengths_ufm = P_S.diagonal().clamp_min(0).sqrt()
+    G_scaled = etf.projector_fit(G, r)[0]                                           # G · r / tr G
+    lengths, angles = etf.frame_geometry(M_bar)               # lengths / mean, pairwise angles in degrees
+    lengths_ufm, angles_ufm = etf.frame_geometry(evecs)       # the rows of S: a frame with Gram P_S
     logits = W @ mu.T + b[:, None]                                                  # (K, K), column = class
     return {
         "K": K, "d": d, "eigenvalues": evals / evals.mean(), "P_S": P_S,
         "projector_error": float(torch.linalg.matrix_norm(G_scaled - P_S) / torch.linalg.matrix_norm(P_S)),
-        "lengths": lengths / lengths.mean(), "lengths_ufm": lengths_ufm / lengths_ufm.mean(),
-        "cosines": cosines(G), "cosines_ufm": cosines(P_S),
-        "logits": logits, "lost": argmax_lost(logits), "lost_ufm": argmax_lost(P_S),
+        "lengths": lengths, "lengths_ufm": lengths_ufm,
+        "cosines": torch.cos(torch.deg2rad(angles)), "cosines_ufm": torch.cos(torch.deg2rad(angles_ufm)),
+        "logits": logits, "lost": etf.argmax_lost(logits), "lost_ufm": etf.argmax_lost(P_S),
         "train_accuracy": torch.tensor(result["train"]["per_class_accuracy"], dtype=torch.float64),
         "test_accuracy": torch.tensor(result["test"]["per_class_accuracy"], dtype=torch.float64),
     }

@@ -24,8 +24,8 @@ from .experiments import ResultsCache, RunConfig, d_grid, profile_config, sweep
 from .profiles import settings as profile_settings
 
 __all__ = ["StudyResults", "run_study", "Variant", "MSE", "CE", "rescaled_variants", "LRChoice", "tuning_configs",
-           "tune_lr", "pick_rescaled", "configs", "history_band", "pool_seeds", "compare", "recovery", "Verdict",
-           "verdict"]
+           "tune_lr", "pick_rescaled", "configs", "history_band", "group_seeds", "pool_seeds", "compare", "recovery",
+           "Verdict", "verdict"]
 
 
 @dataclass(frozen=True)
@@ -169,15 +169,21 @@ def history_band(results: list[dict], key: str) -> tuple[list[int], list[float],
     return epochs, [sum(v) / len(v) for v in vals], [min(v) for v in vals], [max(v) for v in vals]
 
 
-def pool_seeds(results: list[dict]) -> list[dict]:
-    """Results grouped by everything but the seed: one row per (variant, d, feature_relu) with the
-    mean, sample standard deviation and count over seeds of train/test accuracy and live units."""
+def group_seeds(results: list[dict]) -> dict[tuple, list[dict]]:
+    """Results that differ only in the seed, keyed by (variant, d, feature_relu), in input order."""
     groups = defaultdict(list)
     for r in results:
         c = r["config"]
         groups[(Variant.of(c), c["d"], c["feature_relu"])].append(r)
+    return dict(groups)
+
+
+def pool_seeds(results: list[dict]) -> list[dict]:
+    """Results grouped by everything but the seed (:func:`group_seeds`): one row per (variant, d,
+    feature_relu) with the mean, sample standard deviation and count over seeds of train/test
+    accuracy and live units."""
     rows = []
-    for (v, d, relu), rs in groups.items():
+    for (v, d, relu), rs in group_seeds(results).items():
         row = {"variant": v, "label": v.label, "d": d, "feature_relu": relu, "n": len(rs),
                "seeds": sorted(r["config"]["seed"] for r in rs)}
         for name, get in (("test", lambda r: r["test"]["accuracy"]), ("train", lambda r: r["train"]["accuracy"]),
@@ -279,6 +285,15 @@ class StudyResults:
     @property
     def all_runs(self) -> list:
         return [*self.runs, *self.rescaled_runs, *self.linear_runs]
+
+    @property
+    def unique_runs(self) -> list:
+        """:attr:`all_runs` with each configuration once, as first seen (the d-sweep's rescaled MSE is
+        also part of the rescaled sweeps; its second listing comes from the cache)."""
+        first = {}
+        for r in self.all_runs:
+            first.setdefault(RunConfig.from_dict(r["config"]).key(), r)
+        return list(first.values())
 
 
 def run_study(profile: str, *, cache: ResultsCache | None = None, device=None, progress: bool = True,

@@ -128,6 +128,7 @@ def train(config: RunConfig, *, device: torch.device | str | None = None, checkp
         history, start_epoch, seconds_before = state["history"], state["epoch"], state["seconds"]
         torch.set_rng_state(state["rng"].cpu())           # map_location may have moved it
     measure = set(config.nc_epochs) | {config.epochs}
+    final = None                  # the last epoch's evaluation is the result's: measured once
     done_here = 0
     bar = tqdm(range(start_epoch, config.epochs), desc=f"{config.dataset} {config.model} d={config.d} {config.loss}",
                disable=not progress, leave=False, initial=start_epoch, total=config.epochs)
@@ -150,6 +151,8 @@ def train(config: RunConfig, *, device: torch.device | str | None = None, checkp
             entry.update({k: v for k, v in tr.items() if k not in ("class_means", "global_mean", "per_class_accuracy")})
             entry["train_accuracy"] = entry.pop("accuracy")
             entry["test_accuracy"] = te["accuracy"]
+            if epoch + 1 == config.epochs:
+                final = tr, te
         history.append(entry)
         bar.set_postfix(loss=f"{entry['train_loss']:.3g}")
         if ckpt is not None:
@@ -162,8 +165,9 @@ def train(config: RunConfig, *, device: torch.device | str | None = None, checkp
             bar.close()
             return {"config": config.to_dict(), "history": history, "complete": False}
     bar.close()
-    final_train = evaluate(model, eval_train, K, nc=True)
-    final_test = evaluate(model, eval_test, K, nc=False)
+    if final is None:             # resumed from a checkpoint written after the last epoch
+        final = evaluate(model, eval_train, K, nc=True), evaluate(model, eval_test, K, nc=False)
+    final_train, final_test = final
     return {
         "config": config.to_dict(), "complete": True, "history": history,
         "train": final_train, "test": final_test,

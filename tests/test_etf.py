@@ -39,3 +39,10 @@ def test_orthogonal_frame_and_errors():
     with pytest.raises(ValueError, match="orthonormal"):
         etf.simplex_etf(3, 3, R=torch.ones(3, 2, dtype=torch.float64))
     assert math.isclose(float(etf.random_orthonormal(5, 5).det().abs()), 1.0)
+
+
+def test_random_projection_lost_is_the_composition_and_empty_at_k_minus_one():
+    lost = etf.random_projection_lost(6, 2, 50, generator=torch.Generator().manual_seed(3))
+    P = etf.projector(etf.random_subspaces(6, 2, 50, generator=torch.Generator().manual_seed(3)))
+    assert lost.shape == (50, 6) and torch.equal(lost, etf.argmax_lost(P)) and bool(lost.any())
+    assert not bool(etf.random_projection_lost(6, 5, 50, generator=torch.Generator().manual_seed(3)).any())
