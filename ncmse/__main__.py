@@ -4,64 +4,163 @@ and ``study`` (every run of the chapter "Deep networks") fill the results cache.
 from __future__ import annotations
 
 import argparse
+import math
+import os
+import signal
 import sys
 
 from .profiles import DEFAULT_PROFILE, PROFILES
 
+INTERRUPTED = ("[ncmse] interrupted{how}: finished runs are cached under data/results; the run in progress "
+               "resumes from its checkpoint in data/checkpoints when the same command runs again")
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ncmse", description=__doc__)
+
+CACHE_HELP = ("folder of the results cache, shared by every process and job that uses it: results in DIR/results, "
+              "checkpoints in DIR/checkpoints (default: $NCMSE_CACHE, else data/)")
+
+
+def _cache(args):
+    from pathlib import Path
+
+    from .experiments import ResultsCache
+
+    return ResultsCache(Path(args.cache).expanduser() / "results") if args.cache else ResultsCache()
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's kill, ``timeout``), turned into the same clean exit as Ctrl-C."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated()
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def _finite_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return v
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors in one line (``error: …``, then a pointer to ``--help``), no usage block."""
+
+    def error(self, message):
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m ncmse", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     book = sub.add_parser("book", help="execute every chapter with papermill and build the HTML book")
     book.add_argument("--profile", choices=PROFILES, default=DEFAULT_PROFILE,
                       help=f"size of every chapter (default: {DEFAULT_PROFILE})")
     book.add_argument("--chapters", nargs="+", metavar="ENTRY",
                       help="execute only these _toc.yml entries (e.g. book/ufm_global_optimality); "
-                           "the others reuse their last execution")
+                           "the others reuse their last execution, which must have succeeded")
     book.add_argument("--no-build", action="store_true", help="execute only; do not build the site")
-    book.add_argument("--timeout", type=int, default=3600, help="per-cell timeout in seconds")
+    book.add_argument("--timeout", type=_positive_int, default=3600, help="per-cell timeout in seconds")
     for name, helptext in (("train", "train one configuration (cached under data/results)"),
                            ("sweep", "train a sweep d × loss × seed at a profile, with a summary table")):
+        many = "+" if name == "sweep" else None
         p = sub.add_parser(name, help=helptext)
         p.add_argument("--profile", choices=PROFILES, default=DEFAULT_PROFILE, help="base configuration")
         p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available)")
-        p.add_argument("--loss", nargs="+" if name == "sweep" else None, choices=("mse", "rmse", "ce"))
-        p.add_argument("--d", nargs="+" if name == "sweep" else None, type=int, help="feature dimension(s)")
-        p.add_argument("--seed", nargs="+" if name == "sweep" else None, type=int)
-        for opt, typ in (("--dataset", str), ("--model", str), ("--epochs", int), ("--lr", float),
-                         ("--alpha", float), ("--M", float), ("--n-per-class", int)):
-            p.add_argument(opt, type=typ)
+        p.add_argument("--loss", nargs=many, choices=("mse", "rmse", "ce"))
+        p.add_argument("--d", nargs=many, type=_positive_int, help="feature dimension(s)")
+        p.add_argument("--seed", nargs=many, type=int)
+        p.add_argument("--dataset", help="mnist, fashion_mnist or cifar10")
+        p.add_argument("--model", help="mlp, cnn or resnet18")
+        p.add_argument("--epochs", type=_positive_int)
+        p.add_argument("--nc-epochs", nargs="+", type=_positive_int, metavar="EPOCH",
+                       help="epochs at which NC is measured (the last epoch always is); default: the profile's, "
+                            "trimmed to --epochs")
+        p.add_argument("--n-per-class", type=_positive_int)
+        for opt, what in (("--lr", "learning rate"), ("--weight-decay", "weight decay"),
+                          ("--alpha", "rescaled MSE: weight α of the true class (with --loss rmse)"),
+                          ("--M", "rescaled MSE: target M of the true class (with --loss rmse)")):
+            p.add_argument(opt, type=_finite_float, help=what)
         p.add_argument("--linear-features", action="store_true", help="no ReLU on the feature layer")
+        p.add_argument("--data-root", help="dataset folder (default: $NCMSE_DATA_ROOT, else data/)")
+        p.add_argument("--cache", metavar="DIR", help=CACHE_HELP)
         p.add_argument("--quiet", action="store_true", help="no progress bars")
     st = sub.add_parser("study", help="train every run of the chapter 'Deep networks' at a profile into the results "
                                       "cache (on a GPU box, say), so that building the chapter trains nothing")
     st.add_argument("--profile", choices=PROFILES, default=DEFAULT_PROFILE)
     st.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available)")
+    st.add_argument("--data-root", help="dataset folder (default: $NCMSE_DATA_ROOT, else data/)")
+    st.add_argument("--cache", metavar="DIR", help=CACHE_HELP)
     st.add_argument("--quiet", action="store_true", help="no progress bars")
-    args = parser.parse_args(argv)
-    if args.command == "study":
-        return _study(args)
-    if args.command in ("train", "sweep"):
-        return _train_or_sweep(args)
-    if args.command == "book":
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 ok, 1 failed, 2 bad input, 130/143 interrupted).
+
+    Bad input — an unknown profile, dataset or device, a non-finite rate, a missing or damaged data
+    file — ends with one line ``error: …`` on stderr and status 2 (``NCMSE_DEBUG=1`` shows the
+    traceback instead).  Ctrl-C and SIGTERM end with one line saying how to resume."""
+    args = _parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if args.command != "book" else None
+    try:
+        if args.command == "study":
+            return _study(args)
+        if args.command in ("train", "sweep"):
+            return _train_or_sweep(args)
         from .runner import run
 
         return run(args.profile, chapters=args.chapters, build=not args.no_build, timeout=args.timeout)
-    return 2
+    except KeyboardInterrupt as exc:
+        how = " (SIGTERM)" if isinstance(exc, _Terminated) else ""
+        print("\n" + INTERRUPTED.format(how=how), file=sys.stderr)
+        return 143 if isinstance(exc, _Terminated) else 130
+    except (ValueError, OSError) as exc:
+        if os.environ.get("NCMSE_DEBUG"):
+            raise
+        print(f"error: {' '.join(str(exc).split()) or type(exc).__name__}", file=sys.stderr)
+        return 2
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _check_places(args) -> None:
+    """Refuse a device this machine lacks and a data root that is not a folder, before any work."""
+    from pathlib import Path
+
+    from .data import data_root
+    from .train import resolve_device
+
+    resolve_device(args.device)
+    if args.data_root is not None and not Path(args.data_root).expanduser().is_dir():
+        raise FileNotFoundError(f"--data-root {args.data_root} is not a folder; give a folder laid out like "
+                                "torchvision's roots (MNIST/raw, FashionMNIST/raw, cifar-10-batches-py, …)")
+    data_root(args.data_root)                 # a $NCMSE_DATA_ROOT that is not a folder
 
 
 def _study(args) -> int:
     from .study import run_study
 
-    try:
-        R = run_study(args.profile, device=args.device, progress=not args.quiet)
-    except KeyboardInterrupt:
-        print("\n[ncmse] interrupted: finished runs are cached under data/results; the run in progress "
-              "resumes from data/checkpoints when the same command runs again", file=sys.stderr)
-        return 130
-    trained = sum(not r["cached"] for r in R.unique_runs)
-    print(f"[ncmse] study at profile '{args.profile}': {len(R.unique_runs)} runs after tuning, {trained} trained now; "
-          f"the rescaled MSE of the d-sweep is {R.rmse.label}")
+    _check_places(args)
+    results = run_study(args.profile, device=args.device, progress=not args.quiet, data_root=args.data_root,
+                        cache=_cache(args))
+    trained = sum(not r["cached"] for r in results.unique_runs)
+    diverged = sum(bool(r.get("diverged")) for r in results.unique_runs)
+    print(f"[ncmse] study at profile '{args.profile}': {len(results.unique_runs)} runs after tuning, {trained} trained "
+          f"now, {diverged} diverged; the rescaled MSE of the d-sweep is {results.rmse.label}")
     return 0
 
 
@@ -70,26 +169,29 @@ def _train_or_sweep(args) -> int:
     from .plotting import markdown_table
 
     changes = {k: v for k, v in (("dataset", args.dataset), ("model", args.model), ("epochs", args.epochs),
-                                 ("lr", args.lr), ("alpha", args.alpha), ("M", args.M),
+                                 ("lr", args.lr), ("weight_decay", args.weight_decay),
                                  ("n_per_class", args.n_per_class)) if v is not None}
     if args.linear_features:
         changes["feature_relu"] = False
+    profile_nc = profile_config(args.profile).nc_epochs
+    if args.nc_epochs is not None:
+        changes["nc_epochs"] = tuple(args.nc_epochs)
+    elif args.epochs is not None and any(e > args.epochs for e in profile_nc):
+        changes["nc_epochs"] = tuple(e for e in profile_nc if e <= args.epochs)
+        print(f"[ncmse] NC is measured at epochs {', '.join(map(str, changes['nc_epochs'] + (args.epochs,)))} "
+              f"(the profile's {', '.join(map(str, profile_nc))}, trimmed to --epochs {args.epochs})")
     as_list = (lambda v: v or ()) if args.command == "sweep" else (lambda v: () if v is None else (v,))
-    try:
-        base = profile_config(args.profile, **changes)
-        configs = sweep_configs(base, ds=as_list(args.d), losses=as_list(args.loss), seeds=as_list(args.seed))
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    base = profile_config(args.profile, **changes)
+    configs = sweep_configs(base, ds=as_list(args.d), losses=as_list(args.loss), seeds=as_list(args.seed),
+                            alpha=args.alpha, M=args.M)
+    _check_places(args)
     print(f"[ncmse] {len(configs)} run(s) at profile '{args.profile}' (cached runs are not retrained)")
-    try:
-        results = sweep(configs, device=args.device, progress=not args.quiet)
-    except KeyboardInterrupt:
-        print("\n[ncmse] interrupted: finished runs are cached under data/results; the run in progress "
-              "resumes from data/checkpoints when the same command runs again", file=sys.stderr)
-        return 130
-    print(markdown_table(summary_rows(results), list(SUMMARY_COLUMNS),
-                         formats=[None, None, None, None, None, ".4f", ".4f", ".3g", None, ".1f", None]))
+    results = sweep(configs, device=args.device, progress=not args.quiet, data_root=args.data_root, cache=_cache(args))
+    print(markdown_table(summary_rows(results), list(SUMMARY_COLUMNS)))
+    diverged = sum(bool(r.get("diverged")) for r in results)
+    if diverged:
+        print(f"[ncmse] {diverged} of {len(results)} run(s) diverged (the loss stopped being finite): "
+              "try a smaller --lr")
     return 0
 
 

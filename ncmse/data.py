@@ -19,15 +19,24 @@ Where the data come from (:func:`data_root`): the ``root`` argument, else the en
   ``<cache>/cifar10-jpeg/<split>.pt`` in a writable folder, so later loads take a second.
   The JPEG copy is lossy, so its :attr:`Tensors.source` is ``"CIFAR-10 (JPEG copy)"`` and results on
   it must carry that label.
+
+A dataset file that is present but damaged (a truncated idx file, a CIFAR-10 batch that fails its md5
+check, an unreadable tarball) raises :class:`DataFileError`, one line naming the file and the fix; only
+absent files lead to a download or to the next copy in line.  A torn decoded cache is moved aside to
+``<split>.pt.corrupt`` with a warning and decoded again.  :func:`describe_source` names, from file
+names and sizes alone, the copy that :func:`load_dataset` would read.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+import pickle
 import tarfile
-import tempfile
 import warnings
+import zipfile
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -37,12 +46,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .files import atomic_torch_save, quarantine
+
 __all__ = [
     "DATASETS",
     "SPLITS",
     "Tensors",
+    "DataFileError",
     "data_root",
     "load_dataset",
+    "describe_source",
     "balanced_indices",
     "subsample",
     "holdout_split",
@@ -56,11 +69,43 @@ DATASETS = ("mnist", "fashion_mnist", "cifar10")
 SPLITS = ("train", "test")
 
 _REPO_DATA = Path(__file__).resolve().parent.parent / "data"
+_CIFAR_BATCHES = "cifar-10-batches-py"         # torchvision.datasets.CIFAR10.base_folder
 _JPEG_FOLDER = "cifar10-jpeg"                  # name of the image-folder copy under the root and the cache
 _JPEG_SOURCE = "CIFAR-10 (JPEG copy)"
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 _CACHE_FORMAT = "ncmse.data image folder v1"
 _DECODE_CHUNK = 1024
+_MNIST_FILES = {                               # idx file: (magic number, dims)
+    "train-images-idx3-ubyte": (0x00000803, (60_000, 28, 28)),
+    "train-labels-idx1-ubyte": (0x00000801, (60_000,)),
+    "t10k-images-idx3-ubyte": (0x00000803, (10_000, 28, 28)),
+    "t10k-labels-idx1-ubyte": (0x00000801, (10_000,)),
+}
+_FIX_DOWNLOAD = ("delete it and run again with network access to download it again, "
+                 "or point NCMSE_DATA_ROOT at a good copy")
+_CACHE_ERRORS = (EOFError, RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, KeyError, IndexError,
+                 ValueError, TypeError, AttributeError, OSError)
+
+log = logging.getLogger("ncmse.data")
+
+
+class DataFileError(OSError):
+    """A dataset file that exists but is damaged or is not what its name says.
+
+    The message is one line: the file's path, what is wrong with it, and the fix.  ``path`` is the
+    file (or folder) at fault.  Raised instead of a download or a fallback to another copy, which only
+    absent files lead to.
+    """
+
+    def __init__(self, message: str, path: str | os.PathLike | None = None):
+        super().__init__(message)
+        self.path = None if path is None else Path(path)
+
+
+def _bad_file(path: Path, problem: str, fix: str = _FIX_DOWNLOAD) -> DataFileError:
+    """The :class:`DataFileError` for ``path``: "<path> <problem>; <fix>" on one line."""
+    text = " ".join(f"{path} {problem}; {fix}".splitlines())
+    return DataFileError(text, path)
 
 
 @dataclass(frozen=True, eq=False)
@@ -113,12 +158,21 @@ class Tensors:
 # --------------------------------------------------------------------------------------------- loading
 
 def data_root(root: str | os.PathLike | None = None) -> Path:
-    """The data folder: ``root`` if given, else ``$NCMSE_DATA_ROOT`` if set, else ``<repo>/data``."""
+    """The data folder: ``root`` if given, else ``$NCMSE_DATA_ROOT`` if set, else ``<repo>/data``.
+
+    FileNotFoundError (one line) where ``$NCMSE_DATA_ROOT`` is used but is not an existing folder: a
+    mistyped variable would otherwise look like missing data, or quietly download a second copy.
+    """
     if root is not None:
         return Path(root).expanduser()
     env = os.environ.get("NCMSE_DATA_ROOT")
     if env:
-        return Path(env).expanduser()
+        path = Path(env).expanduser()
+        if not path.is_dir():
+            raise FileNotFoundError(f"NCMSE_DATA_ROOT={env} is not a folder; unset it to download into {_REPO_DATA}, "
+                                    "or point it at a folder laid out like torchvision's roots (MNIST/raw, "
+                                    "FashionMNIST/raw, cifar-10-batches-py, or cifar10-jpeg/*.tar.gz)")
+        return path
     return _REPO_DATA
 
 
@@ -174,13 +228,14 @@ def load_dataset(name: str, split: str, *, root: str | os.PathLike | None = None
 
     Returns x (N, 1, 28, 28) for MNIST / Fashion-MNIST (N = 60,000 train, 10,000 test) and
     x (N, 3, 32, 32) for CIFAR-10 (N = 50,000 / 10,000), uint8, with labels y (N,) int64.
-    Raises FileNotFoundError, saying what to do, when the data are neither present nor downloadable.
+    Raises FileNotFoundError, saying what to do, when the data are neither present nor downloadable, and
+    :class:`DataFileError` when a file is present but damaged (never downloading over it or falling back
+    to another copy).
     """
     key, split = _check_name_split(name, split)
     base = data_root(root)
     if key == "cifar10":
-        work = Path(cache_dir).expanduser() if cache_dir is not None else _REPO_DATA
-        may_write = root is not None or base.resolve() == _REPO_DATA.resolve()
+        work, may_write = _cifar10_places(root, base, cache_dir)
         return _load_cifar10(base, split, download, work, may_write=may_write)
     if download and not (root is not None or base.resolve() == _REPO_DATA.resolve()):
         try:                                   # an offline root is only read; a download goes to <repo>/data
@@ -190,11 +245,97 @@ def load_dataset(name: str, split: str, *, root: str | os.PathLike | None = None
     return _load_mnist_like(key, base, split, download)
 
 
+def _check_idx_file(path: Path, magic: int, dims: tuple[int, ...]) -> None:
+    """DataFileError unless ``path`` is an idx file with this magic number and dims, and exactly its size.
+
+    The idx header is the big-endian magic number (0x00000803 for uint8 images, 0x00000801 for labels)
+    and one big-endian uint32 per dimension; the uint8 data follow, prod(dims) bytes.
+    """
+    header = 4 + 4 * len(dims)
+    expected_size = header + math.prod(dims)
+    if not path.is_file():
+        raise _bad_file(path, "is not a file")
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(header)
+    if len(head) == header:
+        got_magic = int.from_bytes(head[:4], "big")
+        got_dims = tuple(int.from_bytes(head[4 + 4 * i:8 + 4 * i], "big") for i in range(len(dims)))
+        if got_magic != magic:
+            raise _bad_file(path, f"is not an idx file of this kind (magic number 0x{got_magic:08x}, "
+                                  f"expected 0x{magic:08x})")
+        if got_dims != dims:
+            raise _bad_file(path, f"has idx dims {got_dims}, expected {dims}")
+    if size != expected_size:
+        what = "truncated" if size < expected_size else "damaged"
+        raise _bad_file(path, f"is {size:,} bytes, expected {expected_size:,} (a {header}-byte idx header and "
+                              f"{'×'.join(map(str, dims))} bytes): {what}")
+
+
+def _check_idx_files(raw: Path) -> None:
+    """:func:`_check_idx_file` on each of the four MNIST-style idx files present in ``raw``."""
+    for name, (magic, dims) in _MNIST_FILES.items():
+        path = raw / name
+        if path.exists():
+            _check_idx_file(path, magic, dims)
+
+
+def _cifar10_places(root, base: Path, cache_dir) -> tuple[Path, bool]:
+    """For CIFAR-10: the writable work folder (cache, default ``<repo>/data``) and whether the data root
+    ``base`` may be written to (only a root passed as an argument, or ``<repo>/data`` itself)."""
+    work = Path(cache_dir).expanduser() if cache_dir is not None else _REPO_DATA
+    return work, root is not None or base.resolve() == _REPO_DATA.resolve()
+
+
+def describe_source(name: str, *, root: str | os.PathLike | None = None, split: str = "train",
+                    download: bool = True, cache_dir: str | os.PathLike | None = None) -> str:
+    """Which copy of dataset ``name`` :func:`load_dataset` would read here, as a short, stable string.
+
+    The keyword arguments are :func:`load_dataset`'s (``split`` only matters for an image-folder copy,
+    which holds both splits).  Only names and sizes of files are looked at (stat calls: nothing is
+    decoded or hashed), so this is cheap enough for a results cache's validity check.  The strings:
+
+    * ``"MNIST (idx files)"``, ``"Fashion-MNIST (idx files)"``: read or downloaded, the same bytes
+      (torchvision checks a download's md5, :func:`load_dataset` an idx file's size and header);
+    * ``"CIFAR-10 (python batches)"``: ``cifar-10-batches-py`` in the root or, with ``download``, in the
+      folder downloads go to;
+    * otherwise the JPEG copy, in :func:`load_dataset`'s order: ``"CIFAR-10 (JPEG copy: <folder>, <n> class
+      folders)"``, ``"CIFAR-10 (JPEG copy: <tarball>, <bytes> bytes)"``, or (a cache in the root with its
+      copy gone) ``"CIFAR-10 (JPEG copy: decoded cache <split>.pt, <bytes> bytes)"``;
+    * ``"CIFAR-10 (download)"`` where there is none of these (``"CIFAR-10 (not found)"`` with
+      ``download=False``, where :func:`load_dataset` raises FileNotFoundError).
+
+    Damaged files are not detected here (:func:`load_dataset` raises :class:`DataFileError` on them).
+    With only a JPEG copy present and ``download=True``, :func:`load_dataset` tries to download the
+    batches first; called after loading, this names the copy that was read.
+    """
+    key, split = _check_name_split(name, split)
+    base = data_root(root)
+    if key != "cifar10":
+        return f"{'MNIST' if key == 'mnist' else 'Fashion-MNIST'} (idx files)"
+    if (base / _CIFAR_BATCHES).is_dir():
+        return "CIFAR-10 (python batches)"
+    work, may_write = _cifar10_places(root, base, cache_dir)
+    target = base if may_write else _REPO_DATA
+    if download and (target / _CIFAR_BATCHES).is_dir() and os.access(target, os.W_OK | os.X_OK):
+        return "CIFAR-10 (python batches)"
+    folder, tarballs = _jpeg_copies(base, split, work)
+    if folder is not None:
+        return f"CIFAR-10 (JPEG copy: {folder.name}, {len(_class_dirs(folder / split))} class folders)"
+    if tarballs:
+        return f"CIFAR-10 (JPEG copy: {tarballs[0].name}, {tarballs[0].stat().st_size} bytes)"
+    cache = work / _JPEG_FOLDER / f"{split}.pt"
+    if cache.is_file() and work.resolve() == base.resolve():
+        return f"CIFAR-10 (JPEG copy: decoded cache {cache.name}, {cache.stat().st_size} bytes)"
+    return "CIFAR-10 (download)" if download else "CIFAR-10 (not found)"
+
+
 def _load_mnist_like(key: str, root: Path, split: str, download: bool) -> Tensors:
     from torchvision import datasets
 
     cls, source = (datasets.MNIST, "MNIST") if key == "mnist" else (datasets.FashionMNIST, "Fashion-MNIST")
     expected = f"the four idx files in {root / cls.__name__ / 'raw'}"
+    _check_idx_files(root / cls.__name__ / "raw")
     try:
         ds = cls(root=str(root), train=split == "train", download=download)
     except (URLError, RuntimeError, OSError) as err:
@@ -205,15 +346,43 @@ def _load_mnist_like(key: str, root: Path, split: str, download: bool) -> Tensor
     return Tensors(x, y, list(ds.classes), source, str(Path(ds.raw_folder)))
 
 
+def _read_cifar10_batches(root: Path, train: bool):
+    """The ``torchvision.datasets.CIFAR10`` of ``root``'s python batches, or None where the folder is absent.
+
+    Only the requested split's batches and ``batches.meta`` are md5-checked (torchvision would check
+    both splits, so a damaged test batch would hide the training batches); the first one that is missing
+    or fails raises :class:`DataFileError`.
+    """
+    from torchvision import datasets
+    from torchvision.datasets.utils import check_integrity
+
+    folder = root / _CIFAR_BATCHES
+    if not folder.is_dir():
+        return None
+    meta = datasets.CIFAR10.meta
+    fix = (f"delete the folder {folder} and run again with network access to download CIFAR-10 again, "
+           "or point NCMSE_DATA_ROOT at a good copy")
+    for name, md5 in [(meta["filename"], meta["md5"])] + list(datasets.CIFAR10.train_list if train
+                                                              else datasets.CIFAR10.test_list):
+        path = folder / name
+        if not path.is_file():
+            raise _bad_file(path, "is missing from the CIFAR-10 python batches", fix)
+        if not check_integrity(str(path), md5):
+            raise _bad_file(path, f"fails its md5 check (expected {md5}): damaged", fix)
+
+    class CheckedCIFAR10(datasets.CIFAR10):
+        def _check_integrity(self) -> bool:
+            return True                                # the split's files were checked above
+
+    return CheckedCIFAR10(root=str(root), train=train, download=False)
+
+
 def _load_cifar10(root: Path, split: str, download: bool, work: Path, *, may_write: bool = True) -> Tensors:
     from torchvision import datasets
 
     train = split == "train"
     failure = None
-    try:                                               # the python batches, if present: no network
-        ds = datasets.CIFAR10(root=str(root), train=train, download=False)
-    except (RuntimeError, OSError):
-        ds = None
+    ds = _read_cifar10_batches(root, train)            # the python batches, if present: no network
     if ds is None and download:
         target = root if may_write else _REPO_DATA
         if _writable(target):
@@ -226,11 +395,11 @@ def _load_cifar10(root: Path, split: str, download: bool, work: Path, *, may_wri
     if ds is not None:
         x = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()   # (N, 3, 32, 32)
         y = torch.as_tensor(ds.targets, dtype=torch.int64)
-        return Tensors(x, y, list(ds.classes), "CIFAR-10", str(root / ds.base_folder))
+        return Tensors(x, y, list(ds.classes), "CIFAR-10", str(Path(ds.root) / ds.base_folder))
     got = _load_image_folder_copy(root, split, work)
     if got is not None:
         return got
-    expected = (f"the python batches in {root / 'cifar-10-batches-py'}, an image folder "
+    expected = (f"the python batches in {root / _CIFAR_BATCHES}, an image folder "
                 f"{root}/<name>/{split}/<class>/*.jpg, or the tarball {root / _JPEG_FOLDER}/*.tar.gz")
     raise FileNotFoundError(_missing_message("CIFAR-10", root, expected, download, failure))
 
@@ -242,6 +411,14 @@ def _class_dirs(split_dir: Path) -> list[Path]:
     if not split_dir.is_dir():
         return []
     return sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _jpeg_copies(root: Path, split: str, work: Path) -> tuple[Path | None, list[Path]]:
+    """The image folder (see :func:`_find_image_folder`) and the tarballs of the JPEG copy, in the order
+    they are read: folders under ``work`` then ``root``, tarballs ``<root or work>/cifar10-jpeg/*.tar.gz``."""
+    folder = _find_image_folder([work, root] if work != root else [root], split)
+    tarballs = sorted((root / _JPEG_FOLDER).glob("*.tar.gz")) + sorted((work / _JPEG_FOLDER).glob("*.tar.gz"))
+    return folder, tarballs
 
 
 def _find_image_folder(bases: Sequence[Path], split: str) -> Path | None:
@@ -307,13 +484,20 @@ def _decode_tarball(tarball: Path, split: str) -> tuple[torch.Tensor, torch.Tens
     from tqdm.auto import tqdm
 
     by_class: dict[str, list[tuple[str, bytes]]] = {}
-    with tarfile.open(tarball) as tf, tqdm(desc=f"reading {tarball.name}", unit=" files", mininterval=1.0) as bar:
-        for member in tf:
-            bar.update()
-            parts = PurePosixPath(member.name).parts
-            if (member.isfile() and len(parts) >= 3 and parts[-3] == split
-                    and PurePosixPath(parts[-1]).suffix.lower() in _IMAGE_SUFFIXES):
-                by_class.setdefault(parts[-2], []).append((parts[-1], tf.extractfile(member).read()))
+    try:
+        with (tarfile.open(tarball) as tf,
+              tqdm(desc=f"reading {tarball.name}", unit=" files", mininterval=1.0) as bar):
+            for member in tf:
+                bar.update()
+                parts = PurePosixPath(member.name).parts
+                if (member.isfile() and len(parts) >= 3 and parts[-3] == split
+                        and PurePosixPath(parts[-1]).suffix.lower() in _IMAGE_SUFFIXES):
+                    by_class.setdefault(parts[-2], []).append((parts[-1], tf.extractfile(member).read()))
+    except PermissionError:
+        raise
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as err:
+        raise _bad_file(tarball, f"cannot be read as a .tar.gz ({_reason(err, 200)}): truncated or damaged",
+                        "replace it with a good copy, or point NCMSE_DATA_ROOT at a folder that holds one") from None
     if not by_class:
         raise FileNotFoundError(f"{tarball} holds no images under {split}/<class>/")
     classes = sorted(by_class)
@@ -326,17 +510,23 @@ def _decode_tarball(tarball: Path, split: str) -> tuple[torch.Tensor, torch.Tens
     return x, torch.tensor(labels, dtype=torch.int64), classes
 
 
-def _save_atomically(obj, path: Path) -> None:
-    """torch.save to a temporary file beside ``path``, then rename: readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
+def _read_cache(cache: Path, source: str | None, here: bool) -> Tensors | None:
+    """The decoded cache's :class:`Tensors` where it stands for ``source``, else None.
+
+    A cache decoded from another copy is left to be replaced; one that cannot be read, or is not such
+    a cache at all, is moved aside (:func:`ncmse.files.quarantine`).  here: whether the
+    cache lives in the data root itself, where it is used even with no copy found.
+    """
     try:
-        torch.save(obj, tmp)
-        os.chmod(tmp, 0o644)                       # mkstemp makes it owner-only
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        blob = torch.load(cache, weights_only=True)
+        if not (isinstance(blob, dict) and blob.get("format") == _CACHE_FORMAT):
+            raise ValueError(f"not a {_CACHE_FORMAT!r} file")
+        if not (blob.get("path") == source or (source is None and here)):
+            return None
+        return Tensors(blob["x"], blob["y"], list(blob["classes"]), blob["source"], blob["path"])
+    except _CACHE_ERRORS as err:
+        quarantine(cache, _reason(err, 200), then="decoding the images again")
+        return None
 
 
 def _load_image_folder_copy(root: Path, split: str, work: Path) -> Tensors | None:
@@ -348,16 +538,14 @@ def _load_image_folder_copy(root: Path, split: str, work: Path) -> Tensors | Non
     """
     target = work / _JPEG_FOLDER
     cache = target / f"{split}.pt"
-    folder = _find_image_folder([work, root] if work != root else [root], split)
-    tarballs = sorted((root / _JPEG_FOLDER).glob("*.tar.gz")) + sorted(target.glob("*.tar.gz"))
+    folder, tarballs = _jpeg_copies(root, split, work)
     source = str(folder / split) if folder is not None else (f"{tarballs[0]}:{split}" if tarballs else None)
     if cache.is_file():
         # The cache stands for the copy it was decoded from: used when that copy is the one found here,
         # or, with no copy found, when the cache lives in this root itself.
-        blob = torch.load(cache, weights_only=True)
-        if isinstance(blob, dict) and blob.get("format") == _CACHE_FORMAT and (
-                blob.get("path") == source or (source is None and work.resolve() == root.resolve())):
-            return Tensors(blob["x"], blob["y"], list(blob["classes"]), blob["source"], blob["path"])
+        got = _read_cache(cache, source, work.resolve() == root.resolve())
+        if got is not None:
+            return got
     if source is None:
         return None
     if folder is not None:
@@ -368,7 +556,7 @@ def _load_image_folder_copy(root: Path, split: str, work: Path) -> Tensors | Non
     if len(classes) != 10:
         raise ValueError(f"{path} has {len(classes)} class folders, CIFAR-10 has 10")
     if _writable(target):
-        _save_atomically({"format": _CACHE_FORMAT, "x": x, "y": y, "classes": classes, "source": _JPEG_SOURCE,
+        atomic_torch_save({"format": _CACHE_FORMAT, "x": x, "y": y, "classes": classes, "source": _JPEG_SOURCE,
                           "path": path}, cache)
     return Tensors(x, y, classes, _JPEG_SOURCE, path)
 

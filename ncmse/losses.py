@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checks import as_float
+
 __all__ = [
     "rescaled_mse",
     "rescaled_mse_grad",
@@ -30,10 +32,8 @@ __all__ = [
 
 
 def _check_rescaling(alpha: float, M: float) -> None:
-    if not alpha > 0:
-        raise ValueError(f"alpha must be > 0, got {alpha}")
-    if not M > 0:
-        raise ValueError(f"M must be > 0, got {M}")
+    as_float("alpha", alpha, low=0, low_open=True)
+    as_float("M", M, low=0, low_open=True)
 
 
 def rescaled_mse(logits: torch.Tensor, labels: torch.Tensor, alpha: float = 1.0, M: float = 1.0) -> torch.Tensor:

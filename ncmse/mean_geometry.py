@@ -70,9 +70,12 @@ def class_mean_geometry(result: dict) -> dict:
 def class_mean_geometries(results: list[dict]) -> tuple[list[dict], list[tuple[int, str]]]:
     """:func:`class_mean_geometry` of each run (with its ``seed`` and overall ``test_accuracy_total``
     added), and the (seed, reason) of runs it cannot be computed for — class means spanning fewer
-    than min(d, K−1) dimensions, as after feature units died."""
+    than min(d, K−1) dimensions, as after feature units died, or runs that diverged."""
     out, skipped = [], []
     for r in results:
+        if r.get("diverged"):
+            skipped.append((r["config"]["seed"], "the run diverged"))
+            continue
         try:
             g = class_mean_geometry(r)
         except ValueError as e:

@@ -17,6 +17,8 @@ import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, ResNet
 
+from .checks import as_int
+
 __all__ = ["FeatureClassifier", "resnet18_cifar", "SmallCNN", "MLP", "build_model", "MODELS"]
 
 
@@ -69,7 +71,7 @@ class _LastBlock(nn.Module):
 def resnet18_cifar(num_classes: int = 10, d: int = 512, *, in_channels: int = 3,
                    feature_relu: bool = True) -> FeatureClassifier:
     """ResNet18 for 32×32 inputs with a d-dimensional feature layer (module docstring)."""
-    _check_d(d)
+    d = _check_d(d)
     net = ResNet(BasicBlock, [2, 2, 2, 2], num_classes=num_classes)
     net.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
     net.maxpool = nn.Identity()
@@ -83,7 +85,7 @@ class SmallCNN(FeatureClassifier):
     """Two conv blocks (32, 64 channels, 3×3, max-pool) and a d-dimensional linear feature layer."""
 
     def __init__(self, in_shape: tuple[int, int, int], num_classes: int, d: int, *, feature_relu: bool = True):
-        _check_d(d)
+        d = _check_d(d)
         c, h, w = in_shape
         layers = [nn.Conv2d(c, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
                   nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
@@ -98,7 +100,7 @@ class MLP(FeatureClassifier):
 
     def __init__(self, in_shape: tuple[int, ...], num_classes: int, d: int, *, hidden: tuple[int, ...] = (256, 256),
                  feature_relu: bool = True):
-        _check_d(d)
+        d = _check_d(d)
         n_in = 1
         for s in in_shape:
             n_in *= s
@@ -127,6 +129,8 @@ def build_model(name: str, in_shape: tuple[int, int, int], num_classes: int, d: 
     raise ValueError(f"unknown model {name!r}; expected one of {', '.join(MODELS)}")
 
 
-def _check_d(d: int) -> None:
-    if isinstance(d, bool) or not isinstance(d, int) or d < 1:
-        raise ValueError(f"the feature dimension d must be a positive integer, got {d!r}")
+def _check_d(d: int) -> int:
+    try:
+        return as_int("the feature dimension d", d, minimum=1)
+    except ValueError:
+        raise ValueError(f"the feature dimension d must be a positive integer, got {d!r}") from None

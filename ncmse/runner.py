@@ -238,6 +238,31 @@ def _benchmark_table(root: Path) -> str:
     return "\n".join(lines)
 
 
+def _cache_table(root: Path, limit: int = 40) -> str:
+    """The results cache's entries whose code, data, torch, device or thread count differ from this
+    environment (``ResultsCache.audit``): stale ones (other code or data) are retrained when next used."""
+    from .experiments import ResultsCache
+
+    cache = ResultsCache(root / "data" / "results")
+    total = len(cache.entries())
+    if not total:
+        return ""
+    rows = cache.audit()
+    lines = ["", "## Results cache", "",
+             f"`data/results/` holds {total} run(s); {len(rows)} differ from the environment that built this page "
+             f"({sum(r['stale'] for r in rows)} of them stale: trained by other code or on other data, so they "
+             "are trained again when a chapter asks for them, never served)."]
+    if rows:
+        lines += ["", "| run | differs in | torch | device | threads | finished |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        for r in rows[:limit]:
+            lines.append(f"| {r['run']} | {', '.join(r['differs'])}{' (stale)' if r['stale'] else ''} | {r['torch']} "
+                         f"| {r['device']} | {r['threads']} | {r['finished']} |")
+        if len(rows) > limit:
+            lines.append(f"\n… and {len(rows) - limit} more.")
+    return "\n".join(lines)
+
+
 def build_book(stage: Path, build_dir: Path) -> int:
     """Build the HTML book from ``stage`` into :func:`html_dir` (strict, execution off)."""
     exe = Path(sys.executable).parent / "jupyter-book"
@@ -271,6 +296,14 @@ def run(profile: str = DEFAULT_PROFILE, *, chapters: list[str] | None = None, bu
             continue
         staged_md = stage / src.relative_to(root)
         executed = previous / f"{entry}.ipynb"
+        if chapters is not None and entry not in chapters:
+            last = timings.get(entry)
+            if last is not None and not last.get("ok", False):
+                failures.append(f"{entry}: its last execution failed ({last.get('error') or 'no detail'}); "
+                                f"execute it again (--chapters {entry}) or run without --chapters")
+            elif last is not None and last.get("profile") != profile:
+                print(f"[ncmse] note: {entry} is reused from an execution at profile '{last.get('profile')}'",
+                      flush=True)
         if chapters is None or entry in chapters:
             print(f"[ncmse] executing {entry} at profile '{profile}' …", flush=True)
             res = execute_chapter(src, executed, profile, timeout=timeout, cwd=root)
@@ -289,7 +322,8 @@ def run(profile: str = DEFAULT_PROFILE, *, chapters: list[str] | None = None, bu
         shutil.copy2(executed, stage / f"{entry}.ipynb")
     status = stage / "book" / "status.md"
     if status.exists():
-        table = _status_table(timings, package_versions()) + "\n" + _benchmark_table(root)
+        table = (_status_table(timings, package_versions()) + "\n" + _benchmark_table(root) + "\n"
+                 + _cache_table(root))
         status.write_text(status.read_text().replace(STATUS_MARKER, table))
     print("[ncmse] chapter execution times:")
     for entry, r in timings.items():

@@ -108,7 +108,8 @@ def tune_lr(base: RunConfig, variants, *, lrs, ds, holdout_per_class: int | None
             device=None) -> dict[Variant, LRChoice]:
     """Choose each variant's learning rate on held-out training data, separately at each tuning
     dimension in ``ds`` (one below K−1, one above: MSE's best lr differs between the two sides);
-    rule: the best held-out accuracy, ties → the smaller lr.  With a single lr nothing is trained."""
+    rule: the best held-out accuracy, ties → the smaller lr; a run that diverged scores −inf, below
+    every run that trained.  With a single lr nothing is trained."""
     lrs = sorted(float(lr) for lr in lrs)
     if not lrs:
         raise ValueError("need at least one learning rate")
@@ -125,7 +126,8 @@ def tune_lr(base: RunConfig, variants, *, lrs, ds, holdout_per_class: int | None
         if r.get("evaluated_on") != "holdout":
             raise RuntimeError("a tuning run was not evaluated on held-out data")
         c = r["config"]
-        acc[(Variant.of(c), c["d"], c["lr"])] = r["test"]["accuracy"]
+        # a diverged run scores below every run that trained (−inf), so its lr is never chosen
+        acc[(Variant.of(c), c["d"], c["lr"])] = -math.inf if r.get("diverged") else r["test"]["accuracy"]
     out = {}
     for v in variants:
         scores = {d: {lr: acc[(v, d, lr)] for lr in lrs} for d in ds}
@@ -180,16 +182,21 @@ def group_seeds(results: list[dict]) -> dict[tuple, list[dict]]:
 
 def pool_seeds(results: list[dict]) -> list[dict]:
     """Results grouped by everything but the seed (:func:`group_seeds`): one row per (variant, d,
-    feature_relu) with the mean, sample standard deviation and count over seeds of train/test
-    accuracy and live units."""
+    feature_relu) with the mean, sample standard deviation and count ``n`` over seeds of train/test
+    accuracy and live units.  Diverged runs have no accuracy: they are left out of the statistics and
+    counted in ``diverged`` (their seeds in ``diverged_seeds``); a group of diverged runs only has
+    NaN statistics and ``n`` = 0."""
     rows = []
-    for (v, d, relu), rs in group_seeds(results).items():
+    for (v, d, relu), group in group_seeds(results).items():
+        rs = [r for r in group if not r.get("diverged")]
+        bad = [r for r in group if r.get("diverged")]
         row = {"variant": v, "label": v.label, "d": d, "feature_relu": relu, "n": len(rs),
-               "seeds": sorted(r["config"]["seed"] for r in rs)}
+               "seeds": sorted(r["config"]["seed"] for r in rs), "diverged": len(bad),
+               "diverged_seeds": sorted(r["config"]["seed"] for r in bad)}
         for name, get in (("test", lambda r: r["test"]["accuracy"]), ("train", lambda r: r["train"]["accuracy"]),
                           ("live", lambda r: r["train"]["live_units"])):
             vals = [float(get(r)) for r in rs]
-            mean = sum(vals) / len(vals)
+            mean = sum(vals) / len(vals) if vals else math.nan
             row[f"{name}_mean"] = mean
             row[f"{name}_std"] = (math.sqrt(sum((x - mean) ** 2 for x in vals) / (len(vals) - 1))
                                   if len(vals) > 1 else 0.0)
@@ -205,8 +212,8 @@ def compare(pooled: list[dict], a: Variant, b: Variant, *, K: int, metric: str =
     by = {(r["variant"], r["d"]): r for r in pooled if r["feature_relu"]}
     out = []
     for d in sorted({d for (v, d) in by if v in (a, b)}):
-        if (a, d) not in by or (b, d) not in by:
-            continue
+        if (a, d) not in by or (b, d) not in by or not (by[(a, d)]["n"] and by[(b, d)]["n"]):
+            continue                  # missing, or every seed diverged
         ra, rb = by[(a, d)], by[(b, d)]
         gap = rb[f"{metric}_mean"] - ra[f"{metric}_mean"]
         se = math.sqrt(ra[f"{metric}_std"] ** 2 / ra["n"] + rb[f"{metric}_std"] ** 2 / rb["n"])

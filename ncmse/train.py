@@ -11,7 +11,8 @@ exactly where an uninterrupted run ends (on the CPU, for a seed).
 
 from __future__ import annotations
 
-import os
+import logging
+import math
 import platform
 import time
 from pathlib import Path
@@ -21,15 +22,44 @@ from tqdm.std import tqdm
 
 from .data import TensorLoader, holdout_split, load_dataset, subsample
 from .experiments import RunConfig
+from .files import atomic_torch_save, quarantine
+from .fingerprint import validity as run_validity
 from .losses import loss_module
 from .metrics import NCAccumulator
 from .models import build_model
 
-__all__ = ["train", "evaluate", "make_optimizer", "make_schedule", "default_device"]
+__all__ = ["train", "evaluate", "make_optimizer", "make_schedule", "default_device", "resolve_device", "provenance",
+           "environment"]
+
+log = logging.getLogger("ncmse.train")
 
 
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def resolve_device(device: torch.device | str | None) -> torch.device:
+    """``device`` as a ``torch.device`` that exists here (None: :func:`default_device`); a ValueError
+    in one line for a malformed name ("gpu") or a device this machine lacks ("cuda" without a GPU,
+    "cuda:3" on a two-GPU box, "mps" off Apple silicon)."""
+    if device is None:
+        return default_device()
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"unknown device {device!r}; expected cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise ValueError(f"device {device!r} asked for, but torch sees no CUDA GPU here; use --device cpu")
+        if dev.index is not None and dev.index >= n:
+            raise ValueError(f"device {device!r} asked for, but torch sees {n} CUDA GPU(s) (cuda:0 … cuda:{n - 1})")
+    elif dev.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise ValueError(f"device {device!r} asked for, but MPS is not available here; use --device cpu")
+    elif dev.type != "cpu":
+        raise ValueError(f"unsupported device {device!r}; expected cpu, cuda, cuda:N or mps")
+    return dev
 
 
 def make_optimizer(model: torch.nn.Module, config: RunConfig) -> torch.optim.Optimizer:
@@ -73,22 +103,48 @@ def evaluate(model, loader: TensorLoader, num_classes: int, *, nc: bool) -> dict
     return out
 
 
-def _atomic_save(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+def _load_checkpoint(ckpt: Path, config: RunConfig, valid: dict, device) -> dict | None:
+    """The checkpoint state to resume from, or None: a torn or foreign file is moved aside (one
+    warning line), one written by other code or on other data is deleted (one line); both start over."""
+    try:
+        state = torch.load(ckpt, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        return None
+    except Exception as exc:         # EOFError, UnpicklingError, RuntimeError (zip), …: a torn file
+        quarantine(ckpt, f"{type(exc).__name__}: {exc}", then="training starts from epoch 0")
+        return None
+    keys = ("config", "model", "optimizer", "schedule", "history", "epoch", "seconds", "rng")
+    if not isinstance(state, dict) or any(k not in state for k in keys):
+        quarantine(ckpt, "not a training checkpoint", then="training starts from epoch 0")
+        return None
+    if state["config"] != config.to_dict():
+        quarantine(ckpt, "it belongs to another configuration", then="training starts from epoch 0")
+        return None
+    if state.get("validity") != valid:
+        log.warning(f"[ncmse] checkpoint {ckpt} was written by other code or on other data; "
+                    "training starts from epoch 0")
+        ckpt.unlink(missing_ok=True)
+        return None
+    return state
 
 
 def train(config: RunConfig, *, device: torch.device | str | None = None, checkpoint: Path | str | None = None,
-          progress: bool = True, stop_after: int | None = None, data_root: Path | str | None = None) -> dict:
-    """Train ``config``; returns a JSON-ready result (history, final metrics, classifier, provenance).
+          progress: bool = True, stop_after: int | None = None, data_root: Path | str | None = None,
+          validity: dict | None = None) -> dict:
+    """Train ``config``; returns a JSON-ready result (history, final metrics, classifier, provenance,
+    validity).
 
-    ``checkpoint``: file to resume from and to write after each epoch.  ``stop_after``: return after
-    that many epochs *of this call* (to simulate an interruption in tests); the result then has
-    ``"complete": False``.
+    ``checkpoint``: file to resume from and to write after each epoch; it is used only if it was
+    written for this configuration by this code on these data (``validity``, default
+    :func:`ncmse.fingerprint.validity`).  ``stop_after``: return after that many epochs *of this call*
+    (to simulate an interruption in tests); the result then has ``"complete": False``.
+
+    Divergence: the loss of every mini-batch is checked; the first non-finite one ends the run before
+    its step, and the result says ``"diverged": {"epoch", "batch", "loss"}`` with ``train``, ``test``,
+    ``W`` and ``b`` None (there is no trained network to measure).  Otherwise ``"diverged"`` is None.
     """
-    device = torch.device(device) if device is not None else default_device()
+    device = resolve_device(device)
+    valid = validity if validity is not None else run_validity(config.dataset, data_root)
     t_start = time.perf_counter()
     torch.manual_seed(config.seed)
     if device.type == "cuda":     # deterministic cuDNN kernels: a resumed GPU run stays closer to an uninterrupted one
@@ -118,10 +174,8 @@ def train(config: RunConfig, *, device: torch.device | str | None = None, checkp
     start_epoch = 0
     seconds_before = 0.0
     ckpt = Path(checkpoint) if checkpoint is not None else None
-    if ckpt is not None and ckpt.exists():
-        state = torch.load(ckpt, map_location=device, weights_only=False)
-        if state["config"] != config.to_dict():
-            raise ValueError(f"checkpoint {ckpt} belongs to another configuration")
+    state = _load_checkpoint(ckpt, config, valid, device) if ckpt is not None else None
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
@@ -129,6 +183,7 @@ def train(config: RunConfig, *, device: torch.device | str | None = None, checkp
         torch.set_rng_state(state["rng"].cpu())           # map_location may have moved it
     measure = set(config.nc_epochs) | {config.epochs}
     final = None                  # the last epoch's evaluation is the result's: measured once
+    diverged = None
     done_here = 0
     bar = tqdm(range(start_epoch, config.epochs), desc=f"{config.dataset} {config.model} d={config.d} {config.loss}",
                disable=not progress, leave=False, initial=start_epoch, total=config.epochs)
@@ -136,13 +191,22 @@ def train(config: RunConfig, *, device: torch.device | str | None = None, checkp
         model.train()
         train_loader.set_epoch(epoch)
         running, seen = 0.0, 0
-        for x, y in train_loader:
+        for batch, (x, y) in enumerate(train_loader, start=1):
             optimizer.zero_grad(set_to_none=True)
             loss = criterion(model(x), y)
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                diverged = {"epoch": epoch + 1, "batch": batch, "loss": str(value)}
+                break
             loss.backward()
             optimizer.step()
-            running += float(loss.detach()) * len(y)
+            running += value * len(y)
             seen += len(y)
+        if diverged is not None:
+            if seen:
+                history.append({"epoch": epoch + 1, "train_loss": running / seen,
+                                "lr": optimizer.param_groups[0]["lr"], "partial": True})
+            break
         schedule.step()
         entry = {"epoch": epoch + 1, "train_loss": running / seen, "lr": optimizer.param_groups[0]["lr"]}
         if epoch + 1 in measure:
@@ -156,35 +220,41 @@ def train(config: RunConfig, *, device: torch.device | str | None = None, checkp
         history.append(entry)
         bar.set_postfix(loss=f"{entry['train_loss']:.3g}")
         if ckpt is not None:
-            _atomic_save({"config": config.to_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                          "schedule": schedule.state_dict(), "history": history, "epoch": epoch + 1,
-                          "seconds": seconds_before + time.perf_counter() - t_start, "rng": torch.get_rng_state()},
-                         ckpt)
+            atomic_torch_save({"config": config.to_dict(), "validity": valid, "model": model.state_dict(),
+                               "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                               "history": history, "epoch": epoch + 1,
+                               "seconds": seconds_before + time.perf_counter() - t_start,
+                               "rng": torch.get_rng_state()}, ckpt)
         done_here += 1
         if stop_after is not None and done_here >= stop_after and epoch + 1 < config.epochs:
             bar.close()
             return {"config": config.to_dict(), "history": history, "complete": False}
     bar.close()
+    common = {"config": config.to_dict(), "complete": True, "history": history,
+              "evaluated_on": "holdout" if config.holdout_per_class is not None else "test",
+              "classes": train_set.classes, "data_source": train_set.source, "validity": valid,
+              "provenance": provenance(device, seconds_before + time.perf_counter() - t_start)}
+    if diverged is not None:
+        return {**common, "diverged": diverged, "train": None, "test": None, "W": None, "b": None}
     if final is None:             # resumed from a checkpoint written after the last epoch
         final = evaluate(model, eval_train, K, nc=True), evaluate(model, eval_test, K, nc=False)
     final_train, final_test = final
-    return {
-        "config": config.to_dict(), "complete": True, "history": history,
-        "train": final_train, "test": final_test,
-        "evaluated_on": "holdout" if config.holdout_per_class is not None else "test",
-        "classes": train_set.classes, "data_source": train_set.source,
-        "W": model.W.detach().cpu().tolist(), "b": model.b.detach().cpu().tolist(),
-        "provenance": provenance(device, seconds_before + time.perf_counter() - t_start),
-    }
+    return {**common, "diverged": None, "train": final_train, "test": final_test,
+            "W": model.W.detach().cpu().tolist(), "b": model.b.detach().cpu().tolist()}
+
+
+def environment(device=None) -> dict:
+    """What a result's provenance records about where it ran: torch version, device, thread count."""
+    return {"torch": torch.__version__, "device": str(resolve_device(device)), "threads": torch.get_num_threads()}
 
 
 def provenance(device, seconds: float) -> dict:
-    """Code version, torch version, device and wall time of a result."""
+    """Git revision, package, torch and Python versions, device, machine, threads and wall time of a result."""
     from . import __version__
     from .machine import device_description
 
-    return {"ncmse": __version__, "code": _code_version(), "torch": torch.__version__,
-            "python": platform.python_version(), "device": str(device),
+    return {"ncmse": __version__, "git": _code_version(), "torch": torch.__version__,
+            "python": platform.python_version(), "device": str(device), "threads": torch.get_num_threads(),
             "machine": device_description(), "wall_seconds": seconds,
             "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
 

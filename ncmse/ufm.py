@@ -34,11 +34,13 @@ and an error says so.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import torch
 
 from . import etf
+from .checks import as_float, as_int, scalar
 from .losses import cross_entropy, rescaled_mse, rescaled_mse_grad
 from .metrics import nc_metrics
 from .optim import gradient_descent, lbfgs
@@ -177,24 +179,22 @@ class UFM:
     def __init__(self, K: int, n: int, d: int, lambda_W: float, lambda_H: float, lambda_b: float = 0.0,
                  bias: bool = True, alpha: float = 1.0, M: float = 1.0):
         for name, v in (("K", K), ("n", n), ("d", d)):
-            if isinstance(v, bool) or not isinstance(v, int):
+            if isinstance(v, bool) or not isinstance(scalar(v), numbers.Integral):
                 raise TypeError(f"{name} must be an int, got {type(v).__name__}")
+        K, n, d = as_int("K", K), as_int("n", n), as_int("d", d)
         if K < 2:
             raise ValueError(f"K must be ≥ 2, got {K}")
         if n < 1:
             raise ValueError(f"n must be ≥ 1, got {n}")
         if d < 1:
             raise ValueError(f"d must be ≥ 1, got {d}")
-        for name, v in (("lambda_W", lambda_W), ("lambda_H", lambda_H)):
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
-                raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
-        if not (isinstance(lambda_b, (int, float)) and math.isfinite(lambda_b) and lambda_b >= 0):
-            raise ValueError(f"lambda_b must be a finite number ≥ 0, got {lambda_b!r}")
+        lambda_W = as_float("lambda_W", lambda_W, low=0, low_open=True)
+        lambda_H = as_float("lambda_H", lambda_H, low=0, low_open=True)
+        lambda_b = as_float("lambda_b", lambda_b, low=0)
         if not bias and lambda_b != 0:
             raise ValueError("lambda_b > 0 needs bias=True (there is no bias to regularize)")
-        for name, v in (("alpha", alpha), ("M", M)):
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
-                raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
+        alpha = as_float("alpha", alpha, low=0, low_open=True)
+        M = as_float("M", M, low=0, low_open=True)
         self.K, self.n, self.d = K, n, d
         self.N = K * n
         self.lambda_W, self.lambda_H, self.lambda_b = float(lambda_W), float(lambda_H), float(lambda_b)

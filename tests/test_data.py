@@ -66,6 +66,7 @@ def test_mnist_like_from_offline_copy(name, source, split, N):
 def test_data_root_resolution(tmp_path, monkeypatch):
     monkeypatch.delenv("NCMSE_DATA_ROOT", raising=False)
     assert D.data_root() == Path(D.__file__).resolve().parent.parent / "data"
+    (tmp_path / "env").mkdir()
     monkeypatch.setenv("NCMSE_DATA_ROOT", str(tmp_path / "env"))
     assert D.data_root() == tmp_path / "env"
     assert D.data_root(tmp_path / "explicit") == tmp_path / "explicit"
@@ -148,6 +149,261 @@ def test_cifar10_from_an_image_folder(tmp_path):
     assert (tmp_path / "cache" / "cifar10-jpeg" / "test.pt").is_file()
     with pytest.raises(FileNotFoundError, match="CIFAR-10 not found"):   # no train/ folder
         load_dataset("cifar10", "train", root=tmp_path / "data", download=False, cache_dir=tmp_path / "cache")
+
+
+# ----------------------------------------------------------------------------- damaged and misplaced files
+
+IDX_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+
+
+def one_line_naming(err: BaseException, path: Path) -> str:
+    """The error's message, checked to be one line that names ``path`` and says how to fix it."""
+    msg = str(err)
+    assert "\n" not in msg and str(path) in msg and "NCMSE_DATA_ROOT" in msg, msg
+    return msg
+
+
+def copy_idx(src: Path, dst: Path, keep: int | None = None) -> None:
+    """Copy an idx file, or only its first ``keep`` bytes (the source is only ever read)."""
+    with open(src, "rb") as f:
+        dst.write_bytes(f.read() if keep is None else f.read(keep))
+
+
+def refuse_downloads(monkeypatch):
+    """Make any torchvision download fail the test."""
+    import importlib
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("a download was tried")
+
+    for module in ("mnist", "cifar"):
+        monkeypatch.setattr(importlib.import_module(f"torchvision.datasets.{module}"), "download_and_extract_archive",
+                            no_download)
+
+
+@needs_shared
+def test_truncated_idx_file_is_a_data_file_error_not_a_download(tmp_path, monkeypatch):
+    raw = tmp_path / "root" / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in IDX_FILES:
+        copy_idx(SHARED / "FashionMNIST" / "raw" / name, raw / name, 5000 if name == "t10k-images-idx3-ubyte" else None)
+    bad = raw / "t10k-images-idx3-ubyte"
+    repo_data = tmp_path / "repo-data"
+    monkeypatch.setattr(D, "_REPO_DATA", repo_data)
+    refuse_downloads(monkeypatch)
+    for download in (False, True):
+        with pytest.raises(D.DataFileError) as info:
+            load_dataset("fashion_mnist", "test", root=tmp_path / "root", download=download)
+        assert "5,000 bytes" in one_line_naming(info.value, bad) and info.value.path == bad
+        assert isinstance(info.value, OSError) and not isinstance(info.value, FileNotFoundError)
+    monkeypatch.setenv("NCMSE_DATA_ROOT", str(tmp_path / "root"))        # an offline root: no fallback either
+    with pytest.raises(D.DataFileError, match="truncated"):
+        load_dataset("fashion_mnist", "train", download=True)
+    assert not repo_data.exists()
+
+
+@pytest.mark.parametrize("header,expect", [((0x00000803, 10_000), "magic number 0x00000803"),
+                                           ((0x00000801, 9_999), r"dims \(9999,\)")])
+def test_idx_file_with_a_wrong_header(header, expect, tmp_path):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    bad = raw / "t10k-labels-idx1-ubyte"
+    bad.write_bytes(b"".join(v.to_bytes(4, "big") for v in header) + bytes(10_000))     # the right size
+    with pytest.raises(D.DataFileError, match=expect) as info:
+        load_dataset("mnist", "test", root=tmp_path, download=False)
+    one_line_naming(info.value, bad)
+
+
+def test_idx_files_of_the_right_size_and_header_pass_the_check(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for name, (magic, dims) in D._MNIST_FILES.items():
+        head = b"".join(v.to_bytes(4, "big") for v in (magic, *dims))
+        (raw / name).write_bytes(head + bytes(int(torch.tensor(dims).prod())))
+    D._check_idx_files(raw)                                 # no error
+
+
+def cifar_images(n=2, seed=0):
+    """Random images (10, n, 3, 32, 32) uint8, one row per CIFAR-10 class."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (10, n, 3, 32, 32), generator=g, dtype=torch.uint8)
+
+
+def write_tarball(path: Path, images: torch.Tensor, splits=("train", "test")) -> Path:
+    """A tarball ``copy/<split>/<class>/NNNN.png`` of the images (10, n, 3, 32, 32), like the offline JPEG copy."""
+    import io
+    import tarfile
+    import warnings
+
+    from torchvision.io import encode_png
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings(), tarfile.open(path, "w:gz") as tf:
+        warnings.simplefilter("ignore", DeprecationWarning)
+        for split in splits:
+            for k, name in enumerate(CIFAR10_CLASSES):
+                for i in range(images.shape[1]):
+                    data = encode_png(images[k, i]).numpy().tobytes()
+                    info = tarfile.TarInfo(f"copy/{split}/{name}/{i:04d}.png")
+                    info.size = len(data)
+                    tf.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_corrupt_cifar10_batch_is_a_data_file_error_not_the_jpeg_copy(tmp_path, monkeypatch):
+    root = tmp_path / "root"
+    write_tarball(root / "cifar10-jpeg" / "copy.tar.gz", cifar_images())
+    batches = root / "cifar-10-batches-py"
+    batches.mkdir()
+    for name in ["batches.meta", "test_batch"] + [f"data_batch_{i}" for i in range(1, 6)]:
+        (batches / name).write_bytes(b"not a pickle")
+    refuse_downloads(monkeypatch)
+    for download in (False, True):
+        with pytest.raises(D.DataFileError, match="md5") as info:
+            load_dataset("cifar10", "test", root=root, download=download, cache_dir=tmp_path / "cache")
+        one_line_naming(info.value, batches / "batches.meta")
+    assert not (tmp_path / "cache").exists()               # the JPEG copy was not read
+
+
+def test_cifar10_batch_check_reads_only_the_requested_split(tmp_path, monkeypatch):
+    """Good meta and test batch, damaged training batch: the test split loads, the training split is an error."""
+    import pickle
+
+    from torchvision import datasets
+
+    batches = tmp_path / "cifar-10-batches-py"
+    batches.mkdir()
+    images = cifar_images(n=1)
+    test_batch = {"data": images.flatten(0, 1).flatten(1).numpy(), "labels": list(range(10))}
+    (batches / "test_batch").write_bytes(pickle.dumps(test_batch))
+    (batches / "batches.meta").write_bytes(pickle.dumps({"label_names": CIFAR10_CLASSES}))
+    (batches / "data_batch_1").write_bytes(b"garbage")
+    from torchvision.datasets.utils import calculate_md5
+
+    monkeypatch.setattr(datasets.CIFAR10, "meta", {**datasets.CIFAR10.meta,
+                                                   "md5": calculate_md5(str(batches / "batches.meta"))})
+    monkeypatch.setattr(datasets.CIFAR10, "test_list", [["test_batch", calculate_md5(str(batches / "test_batch"))]])
+    ds = load_dataset("cifar10", "test", root=tmp_path, download=False, cache_dir=tmp_path / "cache")
+    assert ds.source == "CIFAR-10" and ds.classes == CIFAR10_CLASSES and torch.equal(ds.x, images.flatten(0, 1))
+    with pytest.raises(D.DataFileError, match="data_batch_1 fails its md5 check"):
+        load_dataset("cifar10", "train", root=tmp_path, download=False, cache_dir=tmp_path / "cache")
+
+
+@pytest.mark.parametrize("damage", ["torn", "foreign"])
+def test_damaged_decoded_cache_is_moved_aside_and_decoded_again(damage, tmp_path, caplog):
+    import logging
+
+    images = cifar_images()
+    root, cache_dir = tmp_path / "root", tmp_path / "cache"
+    write_tarball(root / "cifar10-jpeg" / "copy.tar.gz", images)
+    first = load_dataset("cifar10", "test", root=root, download=False, cache_dir=cache_dir)
+    assert torch.equal(first.x, images.flatten(0, 1))
+    cache = cache_dir / "cifar10-jpeg" / "test.pt"
+    corrupt = cache.with_name("test.pt.corrupt")
+    corrupt.write_bytes(b"an older one")
+    if damage == "torn":
+        blob = cache.read_bytes()
+        cache.write_bytes(blob[:len(blob) // 2])
+    else:
+        torch.save({"weights": torch.zeros(3)}, cache)
+    damaged = cache.read_bytes()
+    with caplog.at_level(logging.WARNING):
+        again = load_dataset("cifar10", "test", root=root, download=False, cache_dir=cache_dir)
+    assert torch.equal(again.x, first.x) and torch.equal(again.y, first.y) and again.source == "CIFAR-10 (JPEG copy)"
+    records = [r for r in caplog.records if r.name.startswith("ncmse")]
+    assert len(records) == 1 and records[0].levelno == logging.WARNING
+    line = records[0].getMessage()
+    assert "\n" not in line and str(cache) in line and str(corrupt) in line
+    assert corrupt.read_bytes() == damaged                      # moved aside, replacing the older one
+    assert torch.load(cache, weights_only=True)["format"] == D._CACHE_FORMAT   # and rebuilt
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        load_dataset("cifar10", "test", root=root, download=False, cache_dir=cache_dir)
+    assert not [r for r in caplog.records if r.name == "ncmse.data"]
+
+
+def test_truncated_tarball_is_a_data_file_error(tmp_path):
+    tarball = write_tarball(tmp_path / "root" / "cifar10-jpeg" / "copy.tar.gz", cifar_images())
+    blob = tarball.read_bytes()
+    tarball.write_bytes(blob[:len(blob) // 2])
+    with pytest.raises(D.DataFileError, match="truncated") as info:
+        load_dataset("cifar10", "test", root=tmp_path / "root", download=False, cache_dir=tmp_path / "cache")
+    one_line_naming(info.value, tarball)
+    tarball.write_bytes(b"")
+    with pytest.raises(D.DataFileError) as info:
+        load_dataset("cifar10", "test", root=tmp_path / "root", download=False, cache_dir=tmp_path / "cache")
+    one_line_naming(info.value, tarball)
+
+
+@pytest.mark.parametrize("kind", ["missing", "a file"])
+def test_data_root_env_that_is_not_a_folder(kind, tmp_path, monkeypatch):
+    env = tmp_path / "no-such-folder"
+    if kind == "a file":
+        env.write_text("")
+    monkeypatch.setenv("NCMSE_DATA_ROOT", str(env))
+    for call in (D.data_root, lambda: load_dataset("mnist", "test", download=False),
+                 lambda: D.describe_source("cifar10")):
+        with pytest.raises(FileNotFoundError) as info:
+            call()
+        msg = str(info.value)
+        assert msg.startswith(f"NCMSE_DATA_ROOT={env} is not a folder;") and "\n" not in msg and "unset it" in msg
+    assert D.data_root(tmp_path) == tmp_path                  # an explicit root wins over the variable
+
+
+def test_describe_source(tmp_path, monkeypatch):
+    import warnings
+
+    from torchvision.io import encode_png, write_file
+
+    repo_data = tmp_path / "repo-data"
+    monkeypatch.setattr(D, "_REPO_DATA", repo_data)
+    monkeypatch.delenv("NCMSE_DATA_ROOT", raising=False)
+    root, cache_dir = tmp_path / "root", tmp_path / "cache"
+    root.mkdir()
+    kw = dict(root=root, cache_dir=cache_dir)
+    assert D.describe_source("mnist", **kw) == "MNIST (idx files)"
+    assert D.describe_source("Fashion-MNIST", **kw) == "Fashion-MNIST (idx files)"
+    assert D.describe_source("cifar10", **kw) == "CIFAR-10 (download)"
+    assert D.describe_source("cifar10", download=False, **kw) == "CIFAR-10 (not found)"
+
+    tarball = write_tarball(root / "cifar10-jpeg" / "copy.tar.gz", cifar_images())
+    jpeg = f"CIFAR-10 (JPEG copy: copy.tar.gz, {tarball.stat().st_size} bytes)"
+    assert D.describe_source("cifar10", **kw) == jpeg
+    loaded = load_dataset("cifar10", "test", root=root, download=False, cache_dir=cache_dir)
+    assert loaded.source == "CIFAR-10 (JPEG copy)"
+    assert D.describe_source("cifar10", **kw) == jpeg                 # the decoded cache stands for the tarball
+
+    with warnings.catch_warnings():                                    # an image folder comes before the tarball
+        warnings.simplefilter("ignore", DeprecationWarning)
+        for name in CIFAR10_CLASSES:
+            (root / "my-cifar" / "train" / name).mkdir(parents=True)
+            write_file(str(root / "my-cifar" / "train" / name / "0000.png"), encode_png(cifar_images(1)[0, 0]))
+    assert D.describe_source("cifar10", split="train", **kw) == "CIFAR-10 (JPEG copy: my-cifar, 10 class folders)"
+    assert D.describe_source("cifar10", split="test", **kw) == jpeg
+
+    (root / "cifar-10-batches-py").mkdir()                              # the real batches appear
+    assert D.describe_source("cifar10", **kw) == "CIFAR-10 (python batches)"
+    assert D.describe_source("cifar10", download=False, **kw) == "CIFAR-10 (python batches)"
+    assert D.describe_source("mnist", **kw) == "MNIST (idx files)"
+
+    (root / "cifar-10-batches-py").rmdir()                              # an offline root: batches downloaded
+    monkeypatch.setenv("NCMSE_DATA_ROOT", str(root))                    # into <repo>/data are read with download
+    (repo_data / "cifar-10-batches-py").mkdir(parents=True)
+    assert D.describe_source("cifar10", cache_dir=cache_dir) == "CIFAR-10 (python batches)"
+    assert D.describe_source("cifar10", download=False, cache_dir=cache_dir, split="test") == jpeg
+
+
+@needs_shared
+def test_describe_source_of_the_offline_copy(tmp_path, monkeypatch):
+    monkeypatch.setattr(D, "_REPO_DATA", tmp_path / "repo-data")
+    tarballs = sorted((SHARED / "cifar10-jpeg").glob("*.tar.gz"))
+    if not tarballs:
+        pytest.skip(f"no CIFAR-10 JPEG tarball in {SHARED / 'cifar10-jpeg'}")
+    got = D.describe_source("cifar10", root=SHARED, cache_dir=tmp_path)
+    assert got == f"CIFAR-10 (JPEG copy: {tarballs[0].name}, {tarballs[0].stat().st_size} bytes)"
+    monkeypatch.setenv("NCMSE_DATA_ROOT", str(SHARED))
+    assert D.describe_source("cifar10", cache_dir=tmp_path) == got
+    assert D.describe_source("mnist") == "MNIST (idx files)"
 
 
 # --------------------------------------------------------------------------------------- subsampling

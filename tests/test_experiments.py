@@ -21,7 +21,8 @@ needs_data = pytest.mark.skipif(not (DATA_ROOT / "FashionMNIST" / "raw").exists(
     (dict(optimizer="lbfgs"), "unknown optimizer"), (dict(schedule="poly"), "unknown schedule"),
     (dict(epochs=0), "epochs"), (dict(loss="mse", alpha=5.0), "loss='rmse' only"),
     (dict(loss="rmse", alpha=0.0), "alpha"),
-    (dict(n_per_class=0), "n_per_class"), (dict(nc_epochs=(99,)), "nc_epochs"), (dict(lr=-1.0), "lr > 0"),
+    (dict(n_per_class=0), "n_per_class"), (dict(nc_epochs=(99,)), "nc_epochs"), (dict(lr=-1.0), "lr must be finite and > 0"), (dict(seed=-1), "seed"),
+    (dict(augment="yes"), "augment"),
 ])
 def test_bad_configurations(kw, match):
     with pytest.raises(ValueError, match=match):
@@ -41,16 +42,27 @@ def test_keys_profiles_and_sweeps():
     assert len(configs) == 8 and len({c.key() for c in configs}) == 8
 
 
+def _entry(c: RunConfig, valid: dict) -> dict:
+    return {"config": c.to_dict(), "complete": True, "history": [], "train": {"accuracy": 0.5},
+            "test": {"accuracy": 0.4}, "provenance": {}, "validity": valid, "diverged": None, "x": 1}
+
+
 def test_cache_is_atomic_and_checked(tmp_path):
+    from ncmse.fingerprint import validity
+
     cache = ResultsCache(tmp_path / "results")
     c = RunConfig()
-    assert cache.get(c) is None
-    cache.put(c, {"config": c.to_dict(), "x": 1})
-    assert cache.get(c)["x"] == 1
+    valid = validity(c.dataset, DATA_ROOT)
+    assert cache.get(c, data_root=DATA_ROOT) is None
+    cache.put(c, _entry(c, valid))
+    assert cache.get(c, data_root=DATA_ROOT)["x"] == 1
     assert [p.name for p in (tmp_path / "results").iterdir()] == [f"{c.key()}.json"]   # no temp files left
-    cache.path(c.replace(d=3)).write_text(json.dumps({"config": c.to_dict()}))
-    with pytest.raises(ValueError, match="another configuration"):
-        cache.get(c.replace(d=3))
+    cache.path(c.replace(d=3)).write_text(json.dumps(_entry(c, valid)))
+    assert cache.read(c.replace(d=3)) == (None, "torn")                                 # another configuration
+    assert cache.lookup(c, {**valid, "code": "other"}) == (None, "stale code")
+    assert cache.lookup(c, {**valid, "data": "other"}) == (None, "stale data")
+    with pytest.raises(ValueError, match="incomplete"):
+        cache.put(c, {"config": c.to_dict(), "x": 1})
 
 
 @needs_data

@@ -78,6 +78,27 @@ def test_run_reports_failure_and_keeps_timings(tmp_path, capsys):
         runner.run("smoke", chapters=["book/nope"], build=False, root=tmp_path)
 
 
+GOOD = FAILING.replace('raise RuntimeError("boom")', "print('fine')").replace("fails", "works")
+
+
+def test_a_chapter_that_last_failed_fails_a_partial_run(tmp_path, capsys):
+    (tmp_path / "book").mkdir()
+    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: book/intro\nchapters:\n  - file: book/bad\n"
+                                       "  - file: book/good\n")
+    (tmp_path / "_config.yml").write_text("title: t\n")
+    (tmp_path / "book" / "intro.md").write_text("# Intro\n")
+    (tmp_path / "book" / "bad.md").write_text(FAILING)
+    (tmp_path / "book" / "good.md").write_text(GOOD)
+    assert runner.run("smoke", build=False, timeout=120, root=tmp_path) == 1
+    capsys.readouterr()
+    assert runner.run("smoke", chapters=["book/good"], build=False, timeout=120, root=tmp_path) == 1
+    err = capsys.readouterr().err
+    assert "book/bad: its last execution failed" in err and "--chapters book/bad" in err
+    (tmp_path / "book" / "bad.md").write_text(GOOD)
+    assert runner.run("smoke", chapters=["book/bad"], build=False, timeout=120, root=tmp_path) == 0
+    assert runner.run("smoke", chapters=["book/good"], build=False, timeout=120, root=tmp_path) == 0
+
+
 def test_profiles():
     assert check_profile("smoke") == "smoke"
     with pytest.raises(ValueError, match="unknown profile"):
