@@ -385,8 +385,7 @@ def run(config: RunConfig, *, cache: ResultsCache | None = None, device=None, pr
             else:
                 notes.append(note)
         ckpt = cache.checkpoint_path(config)
-        result = train_module.train(config, device=device, checkpoint=ckpt, progress=progress, data_root=data_root,
-                                    validity=current)
+        result = train_module.train(config, device=device, checkpoint=ckpt, progress=progress, data_root=data_root)
         cache.put(config, result)
         ckpt.unlink(missing_ok=True)
     if result["diverged"] is not None and progress:

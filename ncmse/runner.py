@@ -230,6 +230,19 @@ def _benchmark_table(root: Path) -> str:
                      f"{r['sweep_seconds']:.1f} s, {1e3 * r['seconds_per_image']:.2f} ms per image; extrapolated to "
                      f"the paper profile's {r['paper_runs']} runs × 200 epochs × 50,000 images: "
                      f"{r['paper_gpu_hours_estimate']:.0f} GPU hours", f"{r['gpu']}, torch {r['torch']}"))
+    drill = res / "interrupt_drill_cpu.json"
+    if drill.exists():
+        r = _json.loads(drill.read_text())
+        k, c = r["kills"], r["concurrent_sweeps"]
+        signals = sorted({e["signal"] for e in k["events"]})
+        identical = sum(t["bit_identical"] for t in k["trials"])
+        once = sum(t["each_trained_once"] and t["returncodes"] == [0, 0] for t in c["trials"])
+        rows.append(("interruption drill (`benchmarks/interrupt_drill.py`): a CLI training run killed at random "
+                     f"moments ({', '.join(signals)}), then two identical sweeps at once on one cache",
+                     f"{k['kills_landed']} kills; {identical} of {len(k['trials'])} completed runs bit-identical to an "
+                     f"uninterrupted one; {once} of {len(c['trials'])} concurrent pairs both exit 0 and train each "
+                     f"configuration once: {'passed' if r['passed'] else 'FAILED'} ({r['date']})",
+                     f"{r['machine']}, {r['threads']} thread"))
     if not rows:
         return ""
     lines = ["", "## Benchmarks", "", "Measured by the scripts in `benchmarks/` (results in `benchmarks/results/`).",

@@ -302,6 +302,21 @@ class StudyResults:
             first.setdefault(RunConfig.from_dict(r["config"]).key(), r)
         return list(first.values())
 
+    @property
+    def diverged(self) -> list:
+        """The runs of :attr:`unique_runs` whose loss stopped being finite (tuning runs not included)."""
+        return [r for r in self.unique_runs if r.get("diverged")]
+
+    def divergence_summary(self) -> str:
+        """One sentence for the chapter: how many runs diverged, which, and what was done with them."""
+        bad = self.diverged
+        if not bad:
+            return f"None of the {len(self.unique_runs)} runs above diverged."
+        names = "; ".join(f"{Variant.of(r['config']).label} d={r['config']['d']} seed={r['config']['seed']} "
+                          f"lr={r['config']['lr']:g}" for r in bad[:6]) + ("; …" if len(bad) > 6 else "")
+        return (f"{len(bad)} of the {len(self.unique_runs)} runs diverged (the training loss stopped being finite) "
+                f"and are left out of the means and counted as missing seeds: {names}.")
+
 
 def run_study(profile: str, *, cache: ResultsCache | None = None, device=None, progress: bool = True,
               data_root=None, grid=None, overrides: dict | None = None, **base_changes) -> StudyResults:

@@ -136,15 +136,15 @@ def train(config: RunConfig, *, device: torch.device | str | None = None, checkp
 
     ``checkpoint``: file to resume from and to write after each epoch; it is used only if it was
     written for this configuration by this code on these data (``validity``, default
-    :func:`ncmse.fingerprint.validity`).  ``stop_after``: return after that many epochs *of this call*
-    (to simulate an interruption in tests); the result then has ``"complete": False``.
+    :func:`ncmse.fingerprint.validity` after the data are loaded).  ``stop_after``: return after that
+    many epochs *of this call* (to simulate an interruption in tests); the result then has
+    ``"complete": False``.
 
     Divergence: the loss of every mini-batch is checked; the first non-finite one ends the run before
     its step, and the result says ``"diverged": {"epoch", "batch", "loss"}`` with ``train``, ``test``,
     ``W`` and ``b`` None (there is no trained network to measure).  Otherwise ``"diverged"`` is None.
     """
     device = resolve_device(device)
-    valid = validity if validity is not None else run_validity(config.dataset, data_root)
     t_start = time.perf_counter()
     torch.manual_seed(config.seed)
     if device.type == "cuda":     # deterministic cuDNN kernels: a resumed GPU run stays closer to an uninterrupted one
@@ -160,6 +160,8 @@ def train(config: RunConfig, *, device: torch.device | str | None = None, checkp
         if config.test_per_class is not None:
             test_set = subsample(test_set, config.test_per_class, seed=config.seed)
     K = len(train_set.classes)
+    # what the data were is known for sure once they are loaded (a download may have replaced a JPEG copy)
+    valid = validity if validity is not None else run_validity(config.dataset, data_root)
     train_loader = TensorLoader(train_set, config.batch_size, shuffle=True, augment=config.augment,
                                 device=device, seed=config.seed, drop_last=False)
     mean, std = train_loader.mean, train_loader.std

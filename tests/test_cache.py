@@ -326,3 +326,21 @@ def test_sigterm_leaves_a_clean_message_and_a_resumable_checkpoint(tmp_path):
     a, b = (json.loads(next((tmp_path / x / "results").glob("*.json")).read_text()) for x in ("a", "b"))
     assert _same_numbers(a, b)
     assert straight.returncode == 0
+
+
+@needs_data
+def test_audit_lists_entries_whose_provenance_differs(tmp_path):
+    cache = ResultsCache(tmp_path / "results")
+    a, b, c = SMOKE, SMOKE.replace(d=3), SMOKE.replace(d=5)
+    for config in (a, b, c):
+        run(config, cache=cache, device="cpu", progress=False, data_root=DATA_ROOT)
+    assert cache.audit(data_root=DATA_ROOT) == []
+    for config, change in ((b, {"provenance": {"torch": "1.0", "threads": 64}}), (c, {"validity": {"code": "old"}})):
+        entry = json.loads(cache.path(config).read_text())
+        for k, v in change.items():
+            entry[k].update(v)
+        cache.path(config).write_text(json.dumps(entry))
+    rows = {r["key"]: r for r in cache.audit(data_root=DATA_ROOT)}
+    assert set(rows) == {b.key(), c.key()}
+    assert rows[b.key()]["differs"] == ["torch", "threads"] and rows[b.key()]["stale"] is False
+    assert rows[c.key()]["differs"] == ["code"] and rows[c.key()]["stale"] is True
