@@ -54,6 +54,12 @@ def _train_cmd(cache: Path, data_root: str) -> list[str]:
             "--cache", str(cache)]
 
 
+def _default_sigint() -> None:
+    """In the child: Ctrl-C's default action, which a drill started in the background inherits as 'ignore'
+    (a shell without job control ignores SIGINT for background commands, and Python keeps that)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _result(cache: Path) -> dict | None:
     files = sorted((cache / "results").glob("*.json"))
     return json.loads(files[0].read_text()) if files else None
@@ -86,7 +92,7 @@ def kills(n_kills: int, rng: random.Random, data_root: str, work: Path) -> dict:
         finish = landed >= n_kills      # enough kills: let this launch run to the end
         launches += 1
         proc = subprocess.Popen(_train_cmd(cache, data_root), cwd=REPO, env=ENV, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+                                stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
         if not finish:
             sig = SIGNALS[landed % len(SIGNALS)]
             delay = rng.uniform(0.2, wall)
@@ -96,10 +102,11 @@ def kills(n_kills: int, rng: random.Random, data_root: str, work: Path) -> dict:
                 proc.send_signal(sig)
                 _, err = proc.communicate()
                 landed += 1
+                cached = _result(cache) is not None     # the kill came after the result was written
                 events.append({"trial": trial, "signal": signal.Signals(sig).name, "delay_s": round(delay, 3),
                                "returncode": proc.returncode, "checkpoint_epoch_after": _checkpoint_epoch(cache),
-                               "result_cached": _result(cache) is not None,
-                               "clean_message": sig == signal.SIGKILL or "resumes" in err,
+                               "result_cached": cached,
+                               "clean_message": sig == signal.SIGKILL or cached or "resumes" in err,
                                "traceback": "Traceback" in err})
                 continue
         else:
