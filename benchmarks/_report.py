@@ -1,20 +1,35 @@
-"""What the benchmark and device-check scripts share: printing and saving a JSON report, and, on a
-device machine (which has no copy of the data), reading CIFAR-10's decoded test split in place of
-every split."""
+"""What the benchmark and device-check scripts share: writing a JSON report with its one-line summary
+for the book's status page, and, on a device machine (which has no copy of the data), reading
+CIFAR-10's decoded test split in place of every split.
+
+Every report carries ``"summary": {"what", "result", "machine", "script"}``, written by the script's
+own ``summary(report)``; the status page (``ncmse.runner``) lists the summaries of whatever reports
+lie in ``benchmarks/results``, so a new benchmark needs no change there.
+
+    python benchmarks/_report.py --resummarize   # rewrite the summaries of the stored reports
+"""
 
 from __future__ import annotations
 
+import importlib
 import json
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
+RESULTS = Path(__file__).resolve().parent / "results"
 
-def write_report(report: dict, out: str | None, filename: str) -> None:
-    """Print ``report`` as JSON and, when ``out`` is given, write it to ``out/filename``."""
+
+def write_report(report: dict, out: str | None, filename: str, summary: Callable[[dict], dict],
+                 script: str) -> None:
+    """Add ``summary(report)`` (keys what, result, machine) and the script's name to ``report``, print
+    it as JSON and, when ``out`` is given, write it to ``out/filename``."""
+    report["summary"] = {**summary(report), "script": script}
     text = json.dumps(report, indent=2)
     print(text)
     if out:
         Path(out).mkdir(parents=True, exist_ok=True)
-        (Path(out) / filename).write_text(text)
+        (Path(out) / filename).write_text(text + "\n")
 
 
 def use_test_split_only() -> None:
@@ -23,3 +38,25 @@ def use_test_split_only() -> None:
 
     real = T.load_dataset
     T.load_dataset = lambda name, split, root=None: real(name, "test", root=root)
+
+
+def resummarize(folder: Path = RESULTS) -> None:
+    """Recompute the summary of every stored report with its script's current ``summary``."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    for path in sorted(folder.glob("*.json")):
+        report = json.loads(path.read_text())
+        script = report.get("summary", {}).get("script")
+        if script is None:
+            print(f"skipping {path.name}: no summary names its script")
+            continue
+        module = importlib.import_module(Path(script).stem)
+        report["summary"] = {**module.summary(report), "script": script}
+        path.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"{path.name}: {report['summary']['result']}")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--resummarize"]:
+        resummarize()
+    else:
+        print(__doc__)

@@ -78,9 +78,18 @@ def main() -> int:
     got, secs = timed(on_cuda, cuda)
     report["metrics_cuda"] = {"seconds": secs, "max_rel_diff_vs_cpu_float64":
                               max(abs(got[k] - ref[k]) / max(abs(ref[k]), 1e-300) for k in ref)}
-    write_report(report, args.out, "device_check.json")
+    write_report(report, args.out, "device_check.json", summary, "benchmarks/device_check.py")
     ok = (report["ufm_cuda"]["max_rel_gap"] < 1e-8 and report["metrics_cuda"]["max_rel_diff_vs_cpu_float64"] < 1e-6)
     return 0 if ok else 1
+
+
+def summary(r: dict) -> dict:
+    """The status page's line for this report."""
+    return {"what": f"UFM solver, paper-profile sizes, {r['ufm_cuda']['n_init']} starts (CUDA vs the same machine's "
+                    "CPU)",
+            "result": f"{r['ufm_cuda']['seconds']:.1f} s vs {r['ufm_cpu']['seconds']:.1f} s: "
+                      f"{r['ufm_time_ratio_cpu_over_cuda']:.1f}×",
+            "machine": f"{r['gpu']}, torch {r['torch']}"}
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _report import use_test_split_only, write_report  # noqa: E402
 
-from ncmse import experiments, profiles, study  # noqa: E402
+from ncmse import config, experiments, study  # noqa: E402
 from ncmse.mean_geometry import class_mean_geometries  # noqa: E402
 
 
@@ -42,7 +42,7 @@ def main() -> int:
         print("no CUDA device")
         return 1
     use_test_split_only()                              # only the test split is on a device machine
-    S = profiles.settings("deep", "paper")
+    S = config.study_settings("paper")
     small = {"seeds": S["seeds"][:1], "rescaled_ds": S["rescaled_ds"][:1], "alphas": (1, 5), "Ms": (1, 5)}
     report = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__, "runs": []}
     with tempfile.TemporaryDirectory() as tmp:
@@ -67,15 +67,25 @@ def main() -> int:
     band = study.history_band(results[:1], "NC1")
     images = R.K * args.n_per_class * args.epochs * len(results)
     per_image = seconds / images
-    n_grid = len(experiments.d_grid("paper"))
+    n_grid = len(config.d_grid("paper"))
     full_runs = n_grid * 3 * len(S["seeds"]) + 7 * len(S["rescaled_ds"]) * len(S["seeds"]) \
         + 2 * n_grid * len(S["linear_seeds"])
     report.update({"sweep_seconds": seconds, "images_trained": images, "seconds_per_image": per_image,
                    "pooled_rows": len(pooled), "geometry_runs": len(geo), "geometry_skipped": skipped,
                    "nc1_epochs": band[0], "paper_runs": full_runs,
                    "paper_gpu_hours_estimate": per_image * 50000 * 200 * full_runs / 3600})
-    write_report(report, args.out, "device_deep_check.json")
+    write_report(report, args.out, "device_deep_check.json", summary, "benchmarks/device_deep_check.py")
     return 0
+
+
+def summary(r: dict) -> dict:
+    """The status page's line for this report."""
+    return {"what": f"deep-network chapter's paper path (`run_study` on CUDA: {len(r['runs'])} ResNet18 runs, "
+                    f"{r['images_trained']:,} images trained in all)",
+            "result": f"{r['sweep_seconds']:.1f} s, {1e3 * r['seconds_per_image']:.2f} ms per image; extrapolated to "
+                      f"the paper profile's {r['paper_runs']} runs × 200 epochs × 50,000 images: "
+                      f"{r['paper_gpu_hours_estimate']:.0f} GPU hours",
+            "machine": f"{r['gpu']}, torch {r['torch']}"}
 
 
 if __name__ == "__main__":

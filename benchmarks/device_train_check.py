@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import use_test_split_only, write_report  # noqa: E402
 
 import ncmse.train as T  # noqa: E402
-from ncmse.experiments import profile_config  # noqa: E402
+from ncmse.config import profile_config  # noqa: E402
 
 
 def main() -> int:
@@ -59,8 +59,21 @@ def main() -> int:
         report["runs"].append(run)
         print(json.dumps(run), flush=True)
         ok &= close and full["train"]["live_units"] <= d
-    write_report(report, args.out, "device_train_check.json")
+    write_report(report, args.out, "device_train_check.json", summary, "benchmarks/device_train_check.py")
     return 0 if ok else 1
+
+
+def summary(r: dict) -> dict:
+    """The status page's line for this report."""
+    runs = r["runs"]
+
+    def resume(x):
+        return "bit-identical" if x["resume_bitwise_equal"] else "within 1e-3" if x["resume_close"] else "DIFFERS"
+    return {"what": f"ResNet18 training on CUDA, paper configuration at d = {', '.join(str(x['d']) for x in runs)} "
+                    f"({runs[0]['epochs']} epochs on {runs[0]['images']:,} images; interrupted and resumed)",
+            "result": "; ".join(f"d={x['d']}: {x['seconds']:.1f} s, train acc {x['train_accuracy']:.3f}, "
+                                f"{x['live_units']} live units, final loss after resume {resume(x)}" for x in runs),
+            "machine": f"{r['gpu']}, torch {r['torch']}"}
 
 
 if __name__ == "__main__":

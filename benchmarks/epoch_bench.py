@@ -90,8 +90,17 @@ def main() -> int:
     }
     report["loader_ratio"] = report["loader_only_pil_s"] / report["loader_only_tensor_s"]
     report["epoch_ratio"] = report["epoch_pil_s"] / report["epoch_tensor_s"]
-    write_report(report, args.out, "epoch_cpu.json")
+    write_report(report, args.out, "epoch_cpu.json", summary, "benchmarks/epoch_bench.py")
     return 0
+
+
+def summary(r: dict) -> dict:
+    """The status page's line for this report."""
+    return {"what": f"one training epoch, {r['data']}, {r['model']} (tensor loader vs DataLoader + PIL)",
+            "result": f"{r['epoch_tensor_s']:.2f} s vs {r['epoch_pil_s']:.2f} s: {r['epoch_ratio']:.2f}×; loader "
+                      f"alone {r['loader_only_tensor_s']:.2f} s vs {r['loader_only_pil_s']:.2f} s: "
+                      f"{r['loader_ratio']:.1f}×",
+            "machine": f"{r['machine']}, {r['threads']} threads"}
 
 
 if __name__ == "__main__":

@@ -171,8 +171,22 @@ def main() -> int:
               "kills": k, "concurrent_sweeps": c, "passed": k["all_bit_identical"] and k["no_traceback"]
               and k["clean_messages"] and c["all_ok"], "seconds": round(time.perf_counter() - t0, 1),
               "date": time.strftime("%Y-%m-%d", time.gmtime())}
-    write_report(report, args.out, "interrupt_drill_cpu.json")
+    write_report(report, args.out, "interrupt_drill_cpu.json", summary, "benchmarks/interrupt_drill.py")
     return 0 if report["passed"] else 1
+
+
+def summary(r: dict) -> dict:
+    """The status page's line for this report."""
+    k, c = r["kills"], r["concurrent_sweeps"]
+    signals = sorted({e["signal"] for e in k["events"]})
+    identical = sum(t["bit_identical"] for t in k["trials"])
+    once = sum(t["each_trained_once"] and t["returncodes"] == [0, 0] for t in c["trials"])
+    return {"what": "interruption drill: a CLI training run killed at random moments "
+                    f"({', '.join(signals)}), then two identical sweeps at once on one cache",
+            "result": f"{k['kills_landed']} kills; {identical} of {len(k['trials'])} completed runs bit-identical to "
+                      f"an uninterrupted one; {once} of {len(c['trials'])} concurrent pairs both exit 0 and train each "
+                      f"configuration once: {'passed' if r['passed'] else 'FAILED'} ({r['date']})",
+            "machine": f"{r['machine']}, {r['threads']} thread"}
 
 
 if __name__ == "__main__":

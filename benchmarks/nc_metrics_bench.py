@@ -8,7 +8,7 @@ noise), a random classifier W (K, d), fed in mini-batches of 1024 to both method
 * ours: :class:`ncmse.metrics.NCAccumulator`, one pass; per batch one GEMM of the centred features
   (Chan's merge), statistics in float64; then ``.compute(W)`` (all metrics, NC1 with the pseudo-inverse
   of Σ_B at rank K−1 from an SVD of the d×K class-mean matrix).
-* baseline: as the official code does it (DESIGN.md, "What the official code does badly"): a first pass
+* baseline: as the paper's official code does it (CONTRIBUTING.md, "Pitfalls already seen"): a first pass
   for the class means, a second pass that sums per-sample outer products (h − μ_y)(h − μ_y)ᵀ, here as a
   B×d×d batched outer product summed over the batch, then NC1 = tr(Σ_W Σ_B^†)/K with
   ``torch.linalg.pinv(Σ_B)``.  Run in float64, the precision our accumulator keeps, so that the two
@@ -33,6 +33,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _report import write_report  # noqa: E402
 
 from ncmse.machine import cpu_model  # noqa: E402
 from ncmse.metrics import NCAccumulator  # noqa: E402
@@ -154,15 +157,18 @@ def main() -> int:
           f"({'agree' if rel < 1e-6 else 'DISAGREE'} at 1e-6)")
     print(f"NC1 relative difference, baseline float32 vs float64: {rel32:.2e}")
     print(f"time ratio baseline/ours: {ratio:.1f}x (float64 baseline), {ratio32:.1f}x (float32 baseline)")
-    if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        path = out / f"nc_metrics_{device.type}.json"
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(report, indent=2) + "\n")
-        tmp.replace(path)
-        print(f"wrote {path}")
+    write_report(report, args.out, f"nc_metrics_{device.type}.json", summary, "benchmarks/nc_metrics_bench.py")
     return 0 if rel < 1e-6 else 1
+
+
+def summary(r: dict) -> dict:
+    """The status page's line for this report."""
+    m = r["machine"]
+    ours, b64, b32 = (r[k]["seconds_median"] for k in ("ours", "baseline_float64", "baseline_float32"))
+    return {"what": f"NC metrics, N={r['N']:,}, d={r['d']}, K={r['K']} (ncmse.metrics vs per-batch outer products)",
+            "result": f"{ours:.2f} s vs {b64:.1f} s (float64) / {b32:.1f} s (float32): {b64 / ours:.0f}× / "
+                      f"{b32 / ours:.0f}×",
+            "machine": f"{m['cpu']}, {m['cpu_count']} cores, {m['torch_num_threads']} threads"}
 
 
 if __name__ == "__main__":

@@ -165,7 +165,8 @@ def _study(args) -> int:
 
 
 def _train_or_sweep(args) -> int:
-    from .experiments import SUMMARY_COLUMNS, profile_config, summary_rows, sweep, sweep_configs
+    from .config import profile_config
+    from .experiments import SUMMARY_COLUMNS, summary_rows, sweep, sweep_configs
     from .plotting import markdown_table
 
     changes = {k: v for k, v in (("dataset", args.dataset), ("model", args.model), ("epochs", args.epochs),

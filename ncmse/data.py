@@ -1,7 +1,7 @@
 """Datasets as tensors: MNIST, Fashion-MNIST and CIFAR-10 held whole in memory, with a mini-batch loader
 that shuffles, augments and normalizes on the device.
 
-The deep-network experiments (DESIGN.md, claim 4) train on small images that fit in memory many times
+The deep-network experiments (chapter "Deep networks") train on small images that fit in memory many times
 over, so a dataset here is two tensors, images ``x`` (N, C, H, W) uint8 and labels ``y`` (N,) int64,
 and :class:`TensorLoader` cuts mini-batches out of them with tensor indexing: no worker processes,
 no PIL, no per-sample Python on the hot path.

@@ -1,6 +1,6 @@
 """Simplex equiangular tight frames (ETFs), orthogonal frames and the subspace 1^⊥.
 
-Conventions (DESIGN.md): K classes, C = I_K − 11ᵀ/K is the centring matrix, whose range is 1^⊥.
+Conventions (the book's page Notation): K classes, C = I_K − 11ᵀ/K is the centring matrix, whose range is 1^⊥.
 A *simplex ETF* is a set of K vectors whose Gram matrix is a positive multiple of C: equal lengths,
 pairwise cosines −1/(K−1).  Used by the chapter "Global optimality for d ≥ K−1".
 """

@@ -1,6 +1,6 @@
 """What a cached result or a checkpoint is valid for: the code that trained it and the data it read.
 
-A result in the cache is named by its configuration (:meth:`ncmse.experiments.RunConfig.key`), but
+A result in the cache is named by its configuration (:meth:`ncmse.config.RunConfig.key`), but
 the same configuration trained by other code, or on another copy of the data, is another result.
 :func:`validity` is the pair that must match for a cached result or a checkpoint to be used:
 
@@ -26,7 +26,7 @@ from pathlib import Path
 __all__ = ["TRAINING_MODULES", "training_modules", "code_fingerprint", "validity"]
 
 PACKAGE = Path(__file__).resolve().parent
-TRAINING_MODULES = ("ncmse.train", "ncmse.experiments")
+TRAINING_MODULES = ("ncmse.train",)
 
 
 def _module_file(name: str) -> Path | None:

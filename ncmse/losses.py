@@ -1,6 +1,6 @@
 """Sample losses in one convention, shared by the UFM (``ncmse.ufm``) and by training.
 
-For logits z ∈ R^K of a sample of class k (DESIGN.md, "Notation"):
+For logits z ∈ R^K of a sample of class k (the book's page Notation):
 
 * MSE            ℓ(z, k) = ½‖z − e_k‖²
 * rescaled MSE   ℓ(z, k) = ½[α(z_k − M)² + Σ_{j≠k} z_j²]   (Hui & Belkin, 2021; α = M = 1 is MSE)

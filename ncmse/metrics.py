@@ -1,6 +1,6 @@
 """Neural-collapse metrics NC1–NC4 from a single-pass, numerically stable accumulator.
 
-Definitions (DESIGN.md, as in the paper's official code so that numbers are comparable), for features
+Definitions (the book's page Notation, as in the paper's official code so that numbers are comparable), for features
 h_i ∈ R^d with labels y_i, class means μ_k, global mean μ_G, M̄ = [μ_k − μ_G]_k (d, K):
 
 * Σ_W = 1/N Σ_i (h_i − μ_{y_i})(h_i − μ_{y_i})ᵀ,   Σ_B = 1/K Σ_k (μ_k − μ_G)(μ_k − μ_G)ᵀ

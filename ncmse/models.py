@@ -1,5 +1,5 @@
 """Networks with a d-dimensional feature layer whose features come out of the same forward pass as the
-logits (chapter "Deep networks", DESIGN.md).
+logits (chapter "Deep networks").
 
 * :func:`resnet18_cifar`: torchvision's ResNet18 with the CIFAR stem (3×3 stride-1 first convolution,
   no max-pool) and, as in the paper, a last residual block that outputs d channels, with a 1×1
@@ -7,8 +7,9 @@ logits (chapter "Deep networks", DESIGN.md).
 * :class:`SmallCNN` and :class:`MLP`: cheap models for the ``cpu`` profile with the same interface.
 
 ``feature_relu``: the paper's ResNet ends its last block with a ReLU, so features are non-negative;
-at small d that lets MSE training kill feature units (DESIGN.md, "Pitfalls").  ``feature_relu=False``
-drops that final nonlinearity (a linear feature layer) so the effect can be shown, not hidden.
+at small d that lets MSE training kill feature units (chapter "Deep networks", its section on ReLU
+and linear features).  ``feature_relu=False`` drops that final nonlinearity (a linear feature layer)
+so the effect can be shown, not hidden.
 """
 
 from __future__ import annotations

@@ -11,15 +11,19 @@ import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
 
-__all__ = ["use_style", "PALETTE", "FIGSIZE", "gram_heatmap", "subplots", "markdown_table", "draw_frame"]
+__all__ = ["use_style", "PALETTE", "FIGSIZE", "gram_heatmap", "subplots", "figure", "markdown_table", "draw_frame"]
 
 PALETTE = sns.color_palette("colorblind")
 FIGSIZE = (6.4, 3.6)
+# The sizes of text that follow the figure's width (see _scale_text).
+_FONT_KEYS = ("font.size", "axes.labelsize", "axes.titlesize", "xtick.labelsize", "ytick.labelsize",
+              "legend.fontsize", "legend.title_fontsize", "figure.titlesize")
+_BASE_FONTS: dict = {}
 
 
 def use_style() -> None:
     """Set seaborn/matplotlib defaults for every figure of the book."""
-    sns.set_theme(context="notebook", style="ticks", palette=PALETTE, font_scale=0.9)
+    sns.set_theme(context="notebook", style="ticks", palette=PALETTE, font_scale=1.0)
     mpl.rcParams.update({
         "figure.figsize": FIGSIZE,
         "figure.dpi": 110,
@@ -32,6 +36,17 @@ def use_style() -> None:
         "legend.frameon": False,
         "image.cmap": "viridis",
     })
+    _BASE_FONTS.clear()
+    _BASE_FONTS.update({k: mpl.rcParams[k] for k in _FONT_KEYS if isinstance(mpl.rcParams[k], (int, float))})
+
+
+def _scale_text(width: float) -> None:
+    """Scale the text of the next figure with its width: the page shows every figure at the width of the
+    content column (about a figure of :data:`FIGSIZE`), so a wider figure is shrunk and its text with
+    it; text grows as (width / 6.4)^0.6 to stay legible without crowding the panels."""
+    scale = max(1.0, width / FIGSIZE[0]) ** 0.6
+    for k, v in _BASE_FONTS.items():
+        mpl.rcParams[k] = v * scale
 
 
 def subplots(nrows: int = 1, ncols: int = 1, *, width: float | None = None, height: float | None = None,
@@ -39,7 +54,16 @@ def subplots(nrows: int = 1, ncols: int = 1, *, width: float | None = None, heig
     """``plt.subplots`` with the book's figure size scaled to the grid, constrained layout on."""
     w = width or FIGSIZE[0]
     h = height or FIGSIZE[1] * (nrows if nrows > 1 else 1)
+    _scale_text(w)
     return plt.subplots(nrows, ncols, figsize=(w, h), layout="constrained", **kwargs)
+
+
+def figure(width: float | None = None, height: float | None = None, **kwargs):
+    """``plt.figure`` with the book's size and text scaling (as :func:`subplots`), constrained layout on;
+    for figures that place their own axes (3-D panels beside 2-D ones, say)."""
+    w, h = width or FIGSIZE[0], height or FIGSIZE[1]
+    _scale_text(w)
+    return plt.figure(figsize=(w, h), layout="constrained", **kwargs)
 
 
 def gram_heatmap(ax, G, *, vmax: float | None = None, label: str | None = None, colorbar: bool = True):

@@ -1,10 +1,12 @@
-"""Profiles: one knob that sizes every chapter (DESIGN.md, "Profiles").
+"""Profiles: one knob that sizes every chapter (the book's page "Architecture").
 
 * ``smoke``: CI's papermill run: tiny sizes, every code path, the same assertions; seconds a chapter.
 * ``cpu``: the default book build on a laptop CPU: meaningful figures, the whole book well under 30 min.
 * ``paper``: the paper's own settings where it has them (GPU hours for the deep-network chapters).
 
-Chapters read their sizes from :func:`settings`, never from literals in the notebook.
+The chapters of the unconstrained features model read their sizes from :func:`settings`, never from
+literals in the notebook; the deep-network chapter reads its own from ``ncmse.config.study_settings``,
+beside the run configuration they size.
 """
 
 from __future__ import annotations
@@ -44,21 +46,6 @@ _SETTINGS = {
         "paper": dict(K=10, n=50, d=16, lambda_W=5e-4, lambda_H=5e-4, n_init=32, grid=201, race_K=10, race_n=50,
                       race_d=16, race_n_init=64, race_steps=1000),
     },
-    # Chapter "Deep networks" (book/deep_networks.md); the base run of each profile is
-    # ncmse.experiments.profile_config, the d grid ncmse.experiments.d_grid.  lrs: candidates tuned on
-    # holdout_per_class held-out training images a class at tune_ds (one lr: no tuning, the paper's);
-    # sweep_rescaled: the (α, M) carried through the d-sweep, None = chosen on held-out data.
-    "deep": {
-        "smoke": dict(seeds=(0, 1), lrs=(0.03, 0.1), tune_ds=(4, 16), holdout_per_class=20, alphas=(1, 5),
-                      Ms=(1, 3), rescaled_ds=(4, 16), sweep_rescaled=None, nc_ds=(4, 16), geometry_d=4,
-                      linear_seeds=(0,)),
-        "cpu": dict(seeds=(0, 1, 2), lrs=(0.01, 0.03, 0.1, 0.3), tune_ds=(4, 16), holdout_per_class=500,
-                    alphas=(1, 5, 15, 20), Ms=(1, 3, 5, 7, 10), rescaled_ds=(4, 16), sweep_rescaled=None,
-                    nc_ds=(4, 16), geometry_d=4, linear_seeds=(0,)),
-        "paper": dict(seeds=(6, 7, 8), lrs=(0.05,), tune_ds=(), holdout_per_class=None, alphas=(1, 5, 15, 20),
-                      Ms=(1, 3, 5, 7, 10), rescaled_ds=(5, 512), sweep_rescaled=(1.0, 5.0), nc_ds=(5, 512),
-                      geometry_d=5, linear_seeds=(6,)),
-    },
     # Chapter "The benign landscape" (book/benign_landscape.md).
     "benign": {
         "smoke": dict(K=4, n=2, d=4, lambda_W=1e-2, lambda_H=2e-2, n_random=64, random_steps=150,
@@ -82,12 +69,15 @@ def settings(chapter: str, profile: str) -> MappingProxyType:
     """Read-only sizes for ``chapter`` at ``profile``."""
     check_profile(profile)
     if chapter not in _SETTINGS:
-        raise ValueError(f"no settings for chapter {chapter!r}; known: {', '.join(_SETTINGS)}")
+        extra = "; the deep-network study's are ncmse.config.study_settings" if chapter == "deep" else ""
+        raise ValueError(f"no settings for chapter {chapter!r}; known: {', '.join(_SETTINGS)}{extra}")
     return MappingProxyType(dict(_SETTINGS[chapter][profile]))
 
 
-def describe(chapter: str, profile: str) -> str:
-    """One Markdown line telling the reader which profile produced the page, with its sizes."""
-    items = settings(chapter, profile).items()
+def describe(chapter, profile: str) -> str:
+    """One Markdown line telling the reader which profile produced the page, with its sizes:
+    ``chapter`` names settings of :func:`settings`, or is such a mapping itself (e.g.
+    ``ncmse.config.study_settings(profile)``)."""
+    items = (settings(chapter, profile) if isinstance(chapter, str) else chapter).items()
     sizes = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in items)
     return f"**Executed at profile `{profile}`** ({sizes}). See the status page for timings."

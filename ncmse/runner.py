@@ -98,6 +98,18 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+def _ipc_kernel_manager():
+    """A Jupyter kernel manager that talks to its kernel over Unix sockets instead of TCP: the kernel
+    is local anyway, and ipykernel warns on every start that unencrypted TCP can be eavesdropped."""
+    from jupyter_client.manager import KernelManager
+    from traitlets import CaselessStrEnum
+
+    class IPCKernelManager(KernelManager):
+        transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
+
+    return IPCKernelManager
+
+
 def execute_chapter(src: Path, out: Path, profile: str = DEFAULT_PROFILE, *, timeout: int = 3600,
                     cwd: Path = ROOT) -> ChapterResult:
     """Execute one notebook source with papermill (parameter ``profile``) into ``out`` (.ipynb).
@@ -117,7 +129,8 @@ def execute_chapter(src: Path, out: Path, profile: str = DEFAULT_PROFILE, *, tim
     saved_backend = os.environ.pop("MPLBACKEND", None)
     try:
         pm.execute_notebook(nb, str(out), parameters={"profile": profile}, kernel_name="python3",
-                            cwd=str(cwd), execution_timeout=timeout, progress_bar=False, log_output=False)
+                            cwd=str(cwd), execution_timeout=timeout, progress_bar=False, log_output=False,
+                            kernel_manager_class=_ipc_kernel_manager())
     except pm.PapermillExecutionError as exc:
         ok = False
         error = f"cell {exc.cell_index} (execution count {exc.exec_count}): {exc.ename}: {exc.evalue}"
@@ -194,60 +207,20 @@ def html_dir(build_dir: Path) -> Path:
 
 
 def _benchmark_table(root: Path) -> str:
-    """Benchmarks recorded under ``benchmarks/results`` (written by the scripts in ``benchmarks/``)."""
-    import json as _json
-
+    """The summaries of the reports under ``benchmarks/results``, each written by its own script
+    (``benchmarks/_report.py``): what was measured, the result, the machine."""
     rows = []
-    res = root / "benchmarks" / "results"
-    nc = res / "nc_metrics_cpu.json"
-    if nc.exists():
-        r = _json.loads(nc.read_text())
-        m = r["machine"]
-        rows.append((f"NC metrics, N={r['N']:,}, d={r['d']}, K={r['K']} (ncmse.metrics vs per-batch outer products)",
-                     f"{r['ours']['seconds_median']:.2f} s vs {r['baseline_float64']['seconds_median']:.1f} s "
-                     f"(float64) / {r['baseline_float32']['seconds_median']:.1f} s (float32): "
-                     f"{r['baseline_float64']['seconds_median'] / r['ours']['seconds_median']:.0f}× / "
-                     f"{r['baseline_float32']['seconds_median'] / r['ours']['seconds_median']:.0f}×",
-                     f"{m['cpu']}, {m['cpu_count']} cores, {m['torch_num_threads']} threads"))
-    ep = res / "epoch_cpu.json"
-    if ep.exists():
-        r = _json.loads(ep.read_text())
-        rows.append((f"one training epoch, {r['data']}, {r['model']} (tensor loader vs DataLoader + PIL)",
-                     f"{r['epoch_tensor_s']:.2f} s vs {r['epoch_pil_s']:.2f} s: {r['epoch_ratio']:.2f}×; "
-                     f"loader alone {r['loader_only_tensor_s']:.2f} s vs {r['loader_only_pil_s']:.2f} s: "
-                     f"{r['loader_ratio']:.1f}×", f"{r['machine']}, {r['threads']} threads"))
-    dev = res / "device_check_h200.json"
-    if dev.exists():
-        r = _json.loads(dev.read_text())
-        rows.append((f"UFM solver, paper-profile sizes, {r['ufm_cuda']['n_init']} starts (CUDA vs the same "
-                     "machine's CPU)", f"{r['ufm_cuda']['seconds']:.1f} s vs {r['ufm_cpu']['seconds']:.1f} s: "
-                     f"{r['ufm_time_ratio_cpu_over_cuda']:.1f}×", f"{r['gpu']}, torch {r['torch']}"))
-    deep = res / "device_deep_check_h200.json"
-    if deep.exists():
-        r = _json.loads(deep.read_text())
-        rows.append((f"deep-network chapter's paper path (`run_study` on CUDA: {len(r['runs'])} ResNet18 runs, "
-                     f"{r['images_trained']:,} images trained in all)",
-                     f"{r['sweep_seconds']:.1f} s, {1e3 * r['seconds_per_image']:.2f} ms per image; extrapolated to "
-                     f"the paper profile's {r['paper_runs']} runs × 200 epochs × 50,000 images: "
-                     f"{r['paper_gpu_hours_estimate']:.0f} GPU hours", f"{r['gpu']}, torch {r['torch']}"))
-    drill = res / "interrupt_drill_cpu.json"
-    if drill.exists():
-        r = _json.loads(drill.read_text())
-        k, c = r["kills"], r["concurrent_sweeps"]
-        signals = sorted({e["signal"] for e in k["events"]})
-        identical = sum(t["bit_identical"] for t in k["trials"])
-        once = sum(t["each_trained_once"] and t["returncodes"] == [0, 0] for t in c["trials"])
-        rows.append(("interruption drill (`benchmarks/interrupt_drill.py`): a CLI training run killed at random "
-                     f"moments ({', '.join(signals)}), then two identical sweeps at once on one cache",
-                     f"{k['kills_landed']} kills; {identical} of {len(k['trials'])} completed runs bit-identical to an "
-                     f"uninterrupted one; {once} of {len(c['trials'])} concurrent pairs both exit 0 and train each "
-                     f"configuration once: {'passed' if r['passed'] else 'FAILED'} ({r['date']})",
-                     f"{r['machine']}, {r['threads']} thread"))
+    for path in sorted((root / "benchmarks" / "results").glob("*.json")):
+        try:
+            s = json.loads(path.read_text())["summary"]
+            rows.append((s["what"], s["result"], s["machine"], s.get("script", "")))
+        except (ValueError, KeyError, TypeError):
+            rows.append((path.name, "no summary (rerun its benchmark)", "", ""))
     if not rows:
         return ""
     lines = ["", "## Benchmarks", "", "Measured by the scripts in `benchmarks/` (results in `benchmarks/results/`).",
-             "", "| what | result | machine |", "| --- | --- | --- |"]
-    lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+             "", "| what | result | machine | script |", "| --- | --- | --- | --- |"]
+    lines += [f"| {a} | {b} | {c} | `{d}` |" for a, b, c, d in rows]
     return "\n".join(lines)
 
 

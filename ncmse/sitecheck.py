@@ -3,7 +3,8 @@
 For every page of ``_toc.yml``: it loads; every image in the article loads with a non-zero size;
 MathJax rendered every formula (no raw ``\\(``, ``\\[`` or ``$$`` left in the visible text, no MathJax
 error); no cell shows an error, a traceback or stderr output; every internal link points to a file
-that exists (and, within a page, to an anchor that exists).  A full-page screenshot of every page is
+that exists (and, within a page, to an anchor that exists); nothing in the article (code, tables,
+outputs, display math) is wider than its box, so nothing scrolls sideways.  A full-page screenshot of every page is
 saved so that a person can look.  Used by ``tests/test_site.py`` and ``python -m ncmse check-site``.
 """
 
@@ -45,7 +46,12 @@ _PAGE_PROBE = """
   const tracebacks = article.innerText.includes('Traceback (most recent call last)');
   const links = [...document.querySelectorAll('a[href]')].map(a => a.getAttribute('href'));
   const ids = [...document.querySelectorAll('[id]')].map(e => e.id);
-  return {images, raw, mathErrors, rendered, errors, tracebacks, links, ids,
+  // content wider than its box scrolls sideways at this width (code, tables, outputs, display math)
+  const wide = [...article.querySelectorAll('pre, table, .cell_output, .output, div.math, mjx-container[display]')]
+      .filter(e => e.scrollWidth > e.clientWidth + 2 && e.clientWidth > 0)
+      .map(e => `${e.tagName.toLowerCase()}${e.className ? '.' + String(e.className).split(' ')[0] : ''} `
+                + `(${e.scrollWidth - e.clientWidth} px too wide): ${e.innerText.slice(0, 60)}`);
+  return {images, raw, mathErrors, rendered, errors, tracebacks, links, ids, wide,
           title: document.title, h1: !!article.querySelector('h1')};
 }
 """
@@ -128,6 +134,7 @@ def check_site(html: Path, pages: list[str], *, screenshots: Path | None = None,
                 rep.problems.append("an unresolved {glue:…} role is in the page")
             rep.problems += [f"MathJax error: {e}" for e in info["mathErrors"]]
             rep.problems += [f"error output in a cell: {e!r}" for e in info["errors"]]
+            rep.problems += [f"scrolls sideways: {w}" for w in info["wide"]]
             if info["tracebacks"]:
                 rep.problems.append("a traceback is visible on the page")
             if not info["h1"]:

@@ -7,7 +7,7 @@ reaches the accuracy of one trained with cross-entropy; with d < K−1 MSE loses
 global minimizers are then projections of a simplex ETF on which some classes lose the argmax at
 their own mean (chapter "d < K−1") — while cross-entropy holds up better.
 
-Learning rates (DESIGN.md, "Pitfalls": MSE and CE want different ones) are tuned per loss and per
+Learning rates (MSE and cross-entropy want different ones) are tuned per loss and per
 side of K−1 on held-out *training* images (:func:`tune_lr`): every candidate lr is trained at one
 feature dimension below K−1 and one above, and at each the lr with the best held-out accuracy is kept
 (ties → the smaller lr); a run at dimension d uses the lr chosen on its side of K−1.  The test split
@@ -20,8 +20,8 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass
 
-from .experiments import ResultsCache, RunConfig, d_grid, profile_config, sweep
-from .profiles import settings as profile_settings
+from .config import RunConfig, d_grid, profile_config, study_settings
+from .experiments import ResultsCache, sweep
 
 __all__ = ["StudyResults", "run_study", "Variant", "MSE", "CE", "rescaled_variants", "LRChoice", "tuning_configs",
            "tune_lr", "pick_rescaled", "configs", "history_band", "group_seeds", "pool_seeds", "compare", "recovery",
@@ -321,9 +321,9 @@ class StudyResults:
 def run_study(profile: str, *, cache: ResultsCache | None = None, device=None, progress: bool = True,
               data_root=None, grid=None, overrides: dict | None = None, **base_changes) -> StudyResults:
     """Tune, then train (or read from the cache) every run of the chapter at ``profile``: the stages of
-    the chapter in order.  ``grid``, ``overrides`` (of ``profiles.settings("deep", profile)``) and
+    the chapter in order.  ``grid``, ``overrides`` (of ``ncmse.config.study_settings(profile)``) and
     ``base_changes`` (of the base :class:`RunConfig`) shrink it for checks; the chapter uses none."""
-    S = {**profile_settings("deep", profile), **(overrides or {})}
+    S = {**study_settings(profile), **(overrides or {})}
     base = profile_config(profile, **base_changes)
     grid = tuple(grid or d_grid(profile))
     K = 10                                           # MNIST, Fashion-MNIST and CIFAR-10

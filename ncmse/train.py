@@ -1,6 +1,6 @@
 """Training with neural-collapse tracking, atomic checkpoints and exact resume (chapter "Deep networks").
 
-:func:`train` runs one :class:`ncmse.experiments.RunConfig`: SGD (momentum) or Adam, the paper's step
+:func:`train` runs one :class:`ncmse.config.RunConfig`: SGD (momentum) or Adam, the paper's step
 schedule or cosine, the losses of ``ncmse.losses`` with weight decay on all parameters.  At the
 chosen epochs it measures, in one pass over the un-augmented training set, the training accuracy and
 NC1–NC4 of the penultimate features (``ncmse.metrics.NCAccumulator``), plus the test accuracy and the
@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 from tqdm.std import tqdm
 
+from .config import RunConfig
 from .data import TensorLoader, holdout_split, load_dataset, subsample
-from .experiments import RunConfig
 from .files import atomic_torch_save, quarantine
 from .fingerprint import validity as run_validity
 from .losses import loss_module

@@ -18,7 +18,8 @@ import torch
 
 from ncmse import experiments, fingerprint
 from ncmse import train as train_mod
-from ncmse.experiments import ResultsCache, RunConfig, profile_config, run, sweep_configs
+from ncmse.config import RunConfig, profile_config
+from ncmse.experiments import ResultsCache, run, sweep_configs
 from ncmse.files import atomic_write_text, quarantine
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"

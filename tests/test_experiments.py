@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ncmse.experiments import ResultsCache, RunConfig, d_grid, profile_config, run, sweep_configs
+from ncmse.config import RunConfig, d_grid, profile_config
+from ncmse.experiments import ResultsCache, run, sweep_configs
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 DATA_ROOT = Path(os.environ.get("NCMSE_DATA_ROOT", SHARED))
@@ -21,7 +22,8 @@ needs_data = pytest.mark.skipif(not (DATA_ROOT / "FashionMNIST" / "raw").exists(
     (dict(optimizer="lbfgs"), "unknown optimizer"), (dict(schedule="poly"), "unknown schedule"),
     (dict(epochs=0), "epochs"), (dict(loss="mse", alpha=5.0), "loss='rmse' only"),
     (dict(loss="rmse", alpha=0.0), "alpha"),
-    (dict(n_per_class=0), "n_per_class"), (dict(nc_epochs=(99,)), "nc_epochs"), (dict(lr=-1.0), "lr must be finite and > 0"), (dict(seed=-1), "seed"),
+    (dict(n_per_class=0), "n_per_class"), (dict(nc_epochs=(99,)), "nc_epochs"),
+    (dict(lr=-1.0), "lr must be finite and > 0"), (dict(seed=-1), "seed"),
     (dict(augment="yes"), "augment"),
 ])
 def test_bad_configurations(kw, match):

@@ -8,7 +8,8 @@ from ncmse.metrics import METRIC_NAMES, NCAccumulator, nc_metrics
 
 
 def direct_metrics(X, y, W, b):
-    """The DESIGN.md definitions, computed the slow, obvious way (per-sample loop, explicit pinv)."""
+    """The definitions of the page Notation (book/notation.md), computed the slow, obvious way (per-sample
+    loop, explicit pinv)."""
     N, d = X.shape
     K = W.shape[0]
     mu = torch.stack([X[y == k].mean(0) for k in range(K)])

@@ -11,7 +11,8 @@ import torch
 import ncmse.data
 import ncmse.study as study
 from ncmse import etf
-from ncmse.experiments import ResultsCache, RunConfig, profile_config
+from ncmse.config import RunConfig, d_grid, profile_config, study_settings
+from ncmse.experiments import ResultsCache
 from ncmse.mean_geometry import class_mean_geometry
 from ncmse.study import CE, MSE, Variant
 from ncmse.ufm import UFM
@@ -218,10 +219,7 @@ def test_run_study_second_call_trains_nothing(tmp_path):
 
 @pytest.mark.parametrize("profile", ["smoke", "cpu", "paper"])
 def test_deep_settings_are_consistent(profile):
-    from ncmse import profiles
-    from ncmse.experiments import d_grid
-
-    S, grid, K = profiles.settings("deep", profile), d_grid(profile), 10
+    S, grid, K = study_settings(profile), d_grid(profile), 10
     assert set(S["rescaled_ds"]) <= set(grid) and set(S["nc_ds"]) <= set(grid)
     for ds in (S["rescaled_ds"], S["nc_ds"], grid):
         assert min(ds) < K - 1 <= max(ds)                  # both sides of K − 1

@@ -1,0 +1,33 @@
+"""The figure style: text follows the figure's width; tables escape their cells."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib as mpl  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+
+from ncmse import plotting  # noqa: E402
+
+
+def test_text_grows_with_the_figure_width_and_resets():
+    plotting.use_style()
+    base = mpl.rcParams["font.size"]
+    fig, _ = plotting.subplots(1, 2, width=2 * plotting.FIGSIZE[0])
+    assert mpl.rcParams["font.size"] == pytest.approx(base * 2 ** 0.6)
+    assert mpl.rcParams["axes.labelsize"] > base
+    plt.close(fig)
+    fig, _ = plotting.subplots()
+    assert mpl.rcParams["font.size"] == pytest.approx(base)             # the default width: unchanged
+    plt.close(fig)
+    fig = plotting.figure(width=3.0)                                   # narrower: never smaller than the base
+    assert mpl.rcParams["font.size"] == pytest.approx(base) and fig.get_size_inches()[0] == pytest.approx(3.0)
+    plt.close(fig)
+
+
+def test_markdown_table_escapes_pipes_and_checks_rows():
+    text = plotting.markdown_table([("a|b", 0.5)], ["name", "value"], formats=[None, ".2f"])
+    assert text.splitlines()[2] == "| a\\|b | 0.50 |"
+    with pytest.raises(ValueError, match="entries"):
+        plotting.markdown_table([(1,)], ["a", "b"])
