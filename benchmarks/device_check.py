@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _report import write_report  # noqa: E402
 
+from ncmse import minimizers  # noqa: E402
 from ncmse.metrics import NCAccumulator, nc_metrics  # noqa: E402
 from ncmse.profiles import settings  # noqa: E402
 from ncmse.ufm import UFM  # noqa: E402
@@ -50,7 +51,7 @@ def main() -> int:
     n_init = args.n_init or S["n_init"]
     for dev in (cuda, cpu):
         sol, secs = timed(lambda dev=dev: ufm.solve(seed=0, n_init=n_init, device=dev), dev)
-        rep = ufm.summarize(sol)
+        rep = minimizers.summarize(ufm, sol)
         report[f"ufm_{dev.type}"] = {
             "seconds": secs, "n_init": n_init,
             "max_rel_gap": float(rep["rel_gap"].abs().max()),

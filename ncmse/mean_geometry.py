@@ -1,9 +1,9 @@
 """A trained network's class means against the UFM's prediction (chapters "d < K−1" and "Deep networks").
 
 For MSE with a free bias the UFM's global minimizers at d < K−1 have centred class-mean logits
-a·P_S with P_S the orthogonal projector onto a d-dimensional subspace S of 1^⊥ (``ncmse.ufm``,
-low-rank closed form): the centred class means M̄ = [μ_k − μ_G]_k are, up to a rotation and a scale,
-the projection of a simplex ETF onto S.  So their K×K Gram matrix G = M̄ᵀM̄ is a multiple of P_S —
+a·P_S with P_S the orthogonal projector onto a d-dimensional subspace S of 1^⊥
+(``ncmse.minimizers``, low-rank closed form): the centred class means M̄ = [μ_k − μ_G]_k are, up to
+a rotation and a scale, the projection of a simplex ETF onto S.  So their K×K Gram matrix G = M̄ᵀM̄ is a multiple of P_S —
 d equal non-zero eigenvalues — and, *given S*, the UFM predicts
 
 * the lengths ‖μ_k − μ_G‖ ∝ √(P_S)_kk (unequal for d < K−1, equal for d ≥ K−1),
@@ -16,11 +16,14 @@ prediction next to what the network has; at d ≥ K−1, P_S = C and the predict
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import torch
 
 from . import etf
 
-__all__ = ["class_mean_geometry", "class_mean_geometries"]
+__all__ = ["class_mean_geometry", "class_mean_geometries", "GeometrySummary"]
 
 
 def class_mean_geometry(result: dict) -> dict:
@@ -83,3 +86,76 @@ def class_mean_geometries(results: list[dict]) -> tuple[list[dict], list[tuple[i
             continue
         out.append({**g, "seed": r["config"]["seed"], "test_accuracy_total": r["test"]["accuracy"]})
     return out, skipped
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else math.nan
+
+
+@dataclass(frozen=True)
+class GeometrySummary:
+    """The class-mean geometry of runs that differ in the seed, summed up for the chapter "Deep networks"
+    (build it with :meth:`of`).  Every mean is over the runs in ``geometries`` (NaN where there is none):
+
+    * ``geometries`` / ``skipped``: the two lists of :func:`class_mean_geometries`; ``n`` = len(geometries);
+    * ``n_class_runs``: K · n, the (class, run) pairs;
+    * ``n_lost`` / ``n_kept``: class-runs the UFM, given each run's subspace S, predicts to lose / keep the
+      argmax at their own mean; ``lost_accuracy`` / ``kept_accuracy``: their mean per-class test accuracy;
+    * ``agreement``: the fraction of class-runs where the network's own means lose the argmax exactly
+      where the UFM predicts (lost in both or kept in both);
+    * ``n_lost_network``: class-runs whose own mean loses the argmax in the network;
+    * ``projector_error``: the mean of ``projector_error``; ``eigenvalue_ratio``: the mean over runs of the
+      largest over the smallest of the leading eigenvalues (UFM: 1);
+    * ``predicted_lost_counts`` (K,) int: per class, in how many runs the UFM predicts it lost;
+    * ``test_accuracy`` (n, K): the per-class test accuracies, one row per run.
+    """
+
+    geometries: list
+    skipped: list
+    n: int
+    n_class_runs: int
+    n_lost: int
+    n_kept: int
+    lost_accuracy: float
+    kept_accuracy: float
+    agreement: float
+    n_lost_network: int
+    projector_error: float
+    eigenvalue_ratio: float
+    predicted_lost_counts: torch.Tensor
+    test_accuracy: torch.Tensor
+
+    @classmethod
+    def of(cls, results: list[dict]) -> GeometrySummary:
+        """The summary of :func:`class_mean_geometries` of ``results`` (runs at one d, any seeds)."""
+        gs, skipped = class_mean_geometries(results)
+        K = len(gs[0]["lost"]) if gs else 0
+        lost = [float(a) for g in gs for a in g["test_accuracy"][g["lost_ufm"]]]
+        kept = [float(a) for g in gs for a in g["test_accuracy"][~g["lost_ufm"]]]
+        agree = sum(int((g["lost"] == g["lost_ufm"]).sum()) for g in gs)
+        return cls(
+            geometries=gs, skipped=skipped, n=len(gs), n_class_runs=K * len(gs), n_lost=len(lost),
+            n_kept=len(kept), lost_accuracy=_mean(lost), kept_accuracy=_mean(kept),
+            agreement=agree / (K * len(gs)) if gs else math.nan,
+            n_lost_network=sum(int(g["lost"].sum()) for g in gs),
+            projector_error=_mean([g["projector_error"] for g in gs]),
+            eigenvalue_ratio=_mean([float(g["eigenvalues"].max() / g["eigenvalues"].min()) for g in gs]),
+            predicted_lost_counts=(torch.stack([g["lost_ufm"] for g in gs]).sum(0) if gs
+                                   else torch.zeros(0, dtype=torch.int64)),
+            test_accuracy=(torch.stack([g["test_accuracy"] for g in gs]) if gs
+                           else torch.zeros(0, 0, dtype=torch.float64)))
+
+    def table_rows(self, label: str, classes) -> list[tuple]:
+        """One row per run for the chapter's table: (label, seed, projector_error, classes lost in the
+        network, classes lost as the UFM predicts given S, "agreeing/K", overall test accuracy); a
+        skipped run gets (label, seed, NaN, why, "", "", NaN)."""
+        def names(mask):
+            return ", ".join(classes[k] for k in torch.nonzero(mask).flatten().tolist()) or "none"
+
+        rows = []
+        for g in self.geometries:
+            agree = int((g["lost"] == g["lost_ufm"]).sum())
+            rows.append((label, g["seed"], g["projector_error"], names(g["lost"]), names(g["lost_ufm"]),
+                         f"{agree}/{len(g['lost'])}", g["test_accuracy_total"]))
+        rows += [(label, seed, math.nan, why, "", "", math.nan) for seed, why in self.skipped]
+        return rows

@@ -10,7 +10,7 @@ import torch
 
 import ncmse.data
 import ncmse.study as study
-from ncmse import etf
+from ncmse import etf, minimizers
 from ncmse.config import RunConfig, d_grid, profile_config, study_settings
 from ncmse.experiments import ResultsCache
 from ncmse.mean_geometry import class_mean_geometry
@@ -137,7 +137,7 @@ def test_history_band():
 
 def _result_from_ufm(K, d, S=None, seed=0):
     ufm = UFM(K=K, n=3, d=d, lambda_W=5e-4, lambda_H=5e-4)
-    W, H, b = ufm.global_minimizer(S=S)
+    W, H, b = minimizers.global_minimizer(ufm, S=S)
     mu = H.reshape(d, K, 3).mean(2).T                                    # class means (K, d)
     shift = torch.randn(d, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     logits = W @ mu.T + b[:, None]

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from ncmse import losses
-from ncmse.landscape import PAPER_LOSSES, Landscape
+from ncmse.feature_landscape import PAPER_LOSSES, Landscape
 from ncmse.ufm import UFM, CrossEntropyUFM, descent_history
 
 
