@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The two entry points of the README, for a fresh machine:
-#   ./run.sh book [--profile smoke|cpu|paper] [--chapters …]   set up, execute every chapter, build _build/html
+#   ./run.sh book [--profile smoke|cpu|paper] [--chapters …] [--workers N]   set up, execute every chapter, build _build/html
 #   ./run.sh test [pytest args]                                set up, run the test suite
 # Both create the virtual environment .venv in the repository on first use and reuse it afterwards
 # (reinstalling only when pyproject.toml changes).
@@ -47,5 +47,5 @@ shift || true
 case "$cmd" in
   book) setup; exec "$VENV/bin/python" -m ncmse book "$@" ;;
   test) setup; ensure_chromium; exec "$VENV/bin/python" -m pytest "$@" ;;
-  *) echo "usage: ./run.sh book [--profile smoke|cpu|paper] [--chapters ENTRY …] | ./run.sh test [pytest args]" >&2; exit 2 ;;
+  *) echo "usage: ./run.sh book [--profile smoke|cpu|paper] [--chapters ENTRY …] [--workers N] | ./run.sh test [pytest args]" >&2; exit 2 ;;
 esac

@@ -62,6 +62,51 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
 
 
+def _executor_options(p) -> None:
+    from .executors import EXECUTORS
+
+    g = p.add_argument_group("where runs train (ncmse.executors)")
+    g.add_argument("--executor", choices=EXECUTORS, default="sequential",
+                   help="sequential (default), local (--workers processes), slurm (a job array through submitit), "
+                        "submitit-local / submitit-debug (submitit's local and in-process executors)")
+    g.add_argument("--workers", type=_positive_int, help="local: number of processes (default: the cores)")
+    g.add_argument("--threads", type=_positive_int,
+                   help="threads of this process (sequential; default: all cores but one) or of each worker "
+                        "(local; default: cores / workers)")
+    g.add_argument("--partition", help="slurm: the partition")
+    g.add_argument("--gpus-per-job", type=int, default=0, help="slurm: GPUs per job (default 0)")
+    g.add_argument("--cpus-per-job", type=_positive_int, default=1, help="slurm/submitit: CPUs (threads) per job")
+    g.add_argument("--array-parallelism", type=_positive_int, default=16, help="slurm: jobs running at once")
+    g.add_argument("--timeout-min", type=_positive_int, default=60,
+                   help="slurm/submitit: minutes per job before it is requeued (it resumes from its checkpoint)")
+    g.add_argument("--mem-gb", type=_finite_float, help="slurm: memory per job")
+    g.add_argument("--submitit-folder", help="slurm/submitit: folder for job scripts and logs "
+                                             "(default: <cache>/../submitit)")
+
+
+def _executor(args):
+    """The back end the command line asks for."""
+    from .executors import Local, Sequential, Submitit
+
+    name = args.executor
+    if name != "local" and args.workers:
+        raise ValueError("--workers applies to --executor local only")
+    if name not in ("local", "sequential") and args.threads:
+        raise ValueError("--threads applies to --executor sequential or local; for Slurm use --cpus-per-job")
+    if name == "sequential":
+        return Sequential()
+    if name == "local":
+        return Local(workers=args.workers or os.cpu_count() or 1, threads=args.threads)
+    if args.gpus_per_job < 0:
+        raise ValueError(f"--gpus-per-job must be ≥ 0, got {args.gpus_per_job}")
+    cluster = {"slurm": "slurm", "submitit-local": "local", "submitit-debug": "debug"}[name]
+    executor = Submitit(cluster=cluster, folder=args.submitit_folder, partition=args.partition,
+                    gpus_per_job=args.gpus_per_job, cpus_per_job=args.cpus_per_job, timeout_min=args.timeout_min,
+                    array_parallelism=args.array_parallelism, mem_gb=args.mem_gb)
+    executor.check()
+    return executor
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m ncmse", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -73,6 +118,9 @@ def _parser() -> argparse.ArgumentParser:
                            "the others reuse their last execution, which must have succeeded")
     book.add_argument("--no-build", action="store_true", help="execute only; do not build the site")
     book.add_argument("--timeout", type=_positive_int, default=3600, help="per-cell timeout in seconds")
+    book.add_argument("--workers", type=_positive_int, default=None,
+                      help="train the deep-network runs in this many local processes (default: the machine's "
+                           f"{os.cpu_count()} cores; 1: one after another in the chapter's kernel)")
     for name, helptext in (("train", "train one configuration (cached under data/results)"),
                            ("sweep", "train a sweep d × loss × seed at a profile, with a summary table")):
         many = "+" if name == "sweep" else None
@@ -96,6 +144,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--linear-features", action="store_true", help="no ReLU on the feature layer")
         p.add_argument("--data-root", help="dataset folder (default: $NCMSE_DATA_ROOT, else data/)")
         p.add_argument("--cache", metavar="DIR", help=CACHE_HELP)
+        _executor_options(p)
         p.add_argument("--quiet", action="store_true", help="no progress bars")
     st = sub.add_parser("study", help="train every run of the chapter 'Deep networks' at a profile into the results "
                                       "cache (on a GPU box, say), so that building the chapter trains nothing")
@@ -103,6 +152,7 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available)")
     st.add_argument("--data-root", help="dataset folder (default: $NCMSE_DATA_ROOT, else data/)")
     st.add_argument("--cache", metavar="DIR", help=CACHE_HELP)
+    _executor_options(st)
     st.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
@@ -114,6 +164,11 @@ def main(argv: list[str] | None = None) -> int:
     file — ends with one line ``error: …`` on stderr and status 2 (``NCMSE_DEBUG=1`` shows the
     traceback instead).  Ctrl-C and SIGTERM end with one line saying how to resume."""
     args = _parser().parse_args(argv)
+    from . import threads
+
+    # this process's thread budget, before torch starts its pools (ncmse.threads)
+    threads.configure(args.threads if getattr(args, "executor", "sequential") == "sequential"
+                      and getattr(args, "threads", None) else None)
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if args.command != "book" else None
     try:
         if args.command == "study":
@@ -122,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
             return _train_or_sweep(args)
         from .runner import run
 
-        return run(args.profile, chapters=args.chapters, build=not args.no_build, timeout=args.timeout)
+        return run(args.profile, chapters=args.chapters, build=not args.no_build, timeout=args.timeout,
+                   workers=args.workers)
     except KeyboardInterrupt as exc:
         how = " (SIGTERM)" if isinstance(exc, _Terminated) else ""
         print("\n" + INTERRUPTED.format(how=how), file=sys.stderr)
@@ -156,7 +212,7 @@ def _study(args) -> int:
 
     _check_places(args)
     results = run_study(args.profile, device=args.device, progress=not args.quiet, data_root=args.data_root,
-                        cache=_cache(args))
+                        cache=_cache(args), executor=_executor(args))
     trained = sum(not r["cached"] for r in results.unique_runs)
     diverged = sum(bool(r.get("diverged")) for r in results.unique_runs)
     print(f"[ncmse] study at profile '{args.profile}': {len(results.unique_runs)} runs after tuning, {trained} trained "
@@ -166,7 +222,8 @@ def _study(args) -> int:
 
 def _train_or_sweep(args) -> int:
     from .config import profile_config
-    from .experiments import SUMMARY_COLUMNS, summary_rows, sweep, sweep_configs
+    from .executors import sweep
+    from .experiments import SUMMARY_COLUMNS, summary_rows, sweep_configs
     from .plotting import markdown_table
 
     changes = {k: v for k, v in (("dataset", args.dataset), ("model", args.model), ("epochs", args.epochs),
@@ -181,13 +238,15 @@ def _train_or_sweep(args) -> int:
         changes["nc_epochs"] = tuple(e for e in profile_nc if e <= args.epochs)
         print(f"[ncmse] NC is measured at epochs {', '.join(map(str, changes['nc_epochs'] + (args.epochs,)))} "
               f"(the profile's {', '.join(map(str, profile_nc))}, trimmed to --epochs {args.epochs})")
+    executor = _executor(args)
     as_list = (lambda v: v or ()) if args.command == "sweep" else (lambda v: () if v is None else (v,))
     base = profile_config(args.profile, **changes)
     configs = sweep_configs(base, ds=as_list(args.d), losses=as_list(args.loss), seeds=as_list(args.seed),
                             alpha=args.alpha, M=args.M)
     _check_places(args)
     print(f"[ncmse] {len(configs)} run(s) at profile '{args.profile}' (cached runs are not retrained)")
-    results = sweep(configs, device=args.device, progress=not args.quiet, data_root=args.data_root, cache=_cache(args))
+    results = sweep(configs, device=args.device, progress=not args.quiet, data_root=args.data_root, cache=_cache(args),
+                    executor=executor)
     print(markdown_table(summary_rows(results), list(SUMMARY_COLUMNS)))
     diverged = sum(bool(r.get("diverged")) for r in results)
     if diverged:

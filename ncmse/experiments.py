@@ -23,7 +23,7 @@ from .config import RunConfig
 from .files import atomic_write_text, quarantine
 from .fingerprint import code_fingerprint, validity
 
-__all__ = ["ResultsCache", "sweep_configs", "run", "sweep", "summary_rows", "SUMMARY_COLUMNS", "divergence_text"]
+__all__ = ["ResultsCache", "sweep_configs", "run", "summary_rows", "SUMMARY_COLUMNS", "divergence_text"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -223,7 +223,8 @@ def run(config: RunConfig, *, cache: ResultsCache | None = None, device=None, pr
 
     Holds the key's lock while training, so concurrent callers train it once.  A stale entry (other
     code or data) is retrained with one line on stderr, or, with ``notes`` (a list), a note appended
-    there for the caller to summarize.  The result has ``"cached"`` True or False.
+    there for the caller to summarize.  The result has ``"cached"`` True or False.  Many runs at once,
+    on local workers or a cluster: ``ncmse.executors.sweep``.
     """
     cache = cache or ResultsCache()
     current = validity(config.dataset, data_root)
@@ -254,26 +255,6 @@ def divergence_text(result: dict) -> str:
     """'loss nan at epoch 1, batch 3' for a diverged result ('' for one that did not diverge)."""
     d = result.get("diverged")
     return "" if not d else f"loss {d['loss']} at epoch {d['epoch']}, batch {d['batch']}"
-
-
-def sweep(configs: list[RunConfig], *, cache: ResultsCache | None = None, device=None, progress: bool = True,
-          data_root=None) -> list[dict]:
-    """Run every configuration (cached ones cost nothing); a progress bar over the sweep, and one line
-    at the end counting stale entries that were retrained."""
-    from tqdm.std import tqdm
-
-    cache = cache or ResultsCache()
-    out, notes = [], []
-    bar = tqdm(configs, desc="sweep", disable=not progress)
-    for config in bar:
-        bar.set_postfix(d=config.d, loss=config.loss, seed=config.seed, refresh=False)
-        out.append(run(config, cache=cache, device=device, progress=progress, data_root=data_root, notes=notes))
-    bar.close()
-    if notes:
-        kinds = sorted({n.rsplit(" ", 1)[1] for n in notes})
-        print(f"[ncmse] {len(notes)} cached result(s) were trained by other {' or '.join(kinds)} and were trained "
-              f"again (e.g. {notes[0].split()[0]})", file=sys.stderr, flush=True)
-    return out
 
 
 SUMMARY_COLUMNS = ("dataset", "model", "d", "loss", "seed", "train acc", "test acc", "NC1", "live units",

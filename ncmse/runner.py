@@ -24,6 +24,7 @@ from pathlib import Path
 
 import yaml
 
+from . import threads
 from .machine import device_description
 from .profiles import DEFAULT_PROFILE, check_profile
 
@@ -44,6 +45,7 @@ class ChapterResult:
     error: str = ""
     finished: str = ""    # UTC time stamp
     device: str = ""
+    executor: str = ""    # where the chapter's deep-network runs trained
 
 
 def toc_files(root: Path = ROOT) -> list[str]:
@@ -111,10 +113,11 @@ def _ipc_kernel_manager():
 
 
 def execute_chapter(src: Path, out: Path, profile: str = DEFAULT_PROFILE, *, timeout: int = 3600,
-                    cwd: Path = ROOT) -> ChapterResult:
+                    cwd: Path = ROOT, env: dict | None = None) -> ChapterResult:
     """Execute one notebook source with papermill (parameter ``profile``) into ``out`` (.ipynb).
 
     Never writes to ``src``.  A failing cell does not raise: the result says which cell failed.
+    ``env``: variables for the kernel's environment (this process's environment is restored after).
     """
     import jupytext
     import papermill as pm
@@ -127,6 +130,10 @@ def execute_chapter(src: Path, out: Path, profile: str = DEFAULT_PROFILE, *, tim
     # The kernel inherits this process's environment: a non-interactive MPLBACKEND (Agg) there would
     # silently stop every figure from reaching the notebook.
     saved_backend = os.environ.pop("MPLBACKEND", None)
+    saved_env = {k: os.environ.get(k) for k in (env or {})}
+    os.environ.update(env or {})
+    workers = os.environ.get("NCMSE_WORKERS", "1")
+    executor = f"{workers} local workers" if os.environ.get("NCMSE_EXECUTOR") == "local" else "sequential"
     try:
         pm.execute_notebook(nb, str(out), parameters={"profile": profile}, kernel_name="python3",
                             cwd=str(cwd), execution_timeout=timeout, progress_bar=False, log_output=False,
@@ -140,12 +147,18 @@ def execute_chapter(src: Path, out: Path, profile: str = DEFAULT_PROFILE, *, tim
     finally:
         if saved_backend is not None:
             os.environ["MPLBACKEND"] = saved_backend
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     seconds = time.perf_counter() - t0
     if out.exists():
         _hide_parameter_cells(out)
     return ChapterResult(chapter=str(src.relative_to(ROOT).with_suffix("")) if src.is_relative_to(ROOT) else str(src),
                          profile=profile, seconds=seconds, ok=ok, error=error,
-                         finished=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), device=device_description())
+                         finished=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), device=device_description(),
+                         executor=executor)
 
 
 def missing_figures(executed: Path) -> list[str]:
@@ -190,11 +203,13 @@ def _stage_sources(stage: Path, root: Path) -> None:
 
 
 def _status_table(timings: dict, versions: dict) -> str:
-    lines = ["| chapter | profile | execution time | finished | device |", "| --- | --- | ---: | --- | --- |"]
+    lines = ["| chapter | profile | execution time | finished | device | deep-network runs |",
+             "| --- | --- | ---: | --- | --- | --- |"]
     for chapter, r in timings.items():
         state = "" if r["ok"] else " (failed)"
         time_cell = f"{r['seconds']:.1f} s{state}"
-        lines.append(f"| {chapter} | `{r['profile']}` | {time_cell} | {r['finished']} | {r['device']} |")
+        lines.append(f"| {chapter} | `{r['profile']}` | {time_cell} | {r['finished']} | {r['device']} "
+                     f"| {r.get('executor') or '—'} |")
     lines += ["", "| package | version |", "| --- | --- |"]
     lines += [f"| {k} | {v} |" for k, v in versions.items()]
     return "\n".join(lines)
@@ -259,12 +274,19 @@ def build_book(stage: Path, build_dir: Path) -> int:
 
 
 def run(profile: str = DEFAULT_PROFILE, *, chapters: list[str] | None = None, build: bool = True,
-        timeout: int = 3600, root: Path = ROOT, build_dir: Path | None = None) -> int:
+        timeout: int = 3600, root: Path = ROOT, build_dir: Path | None = None, workers: int | None = None) -> int:
     """Execute the chapters of ``_toc.yml`` (or the named subset) and build the book; 0 on success.
 
     Everything is written below ``build_dir`` (default ``root/_build``; the site in :func:`html_dir`).
+    ``workers``: the deep-network runs train in that many local processes (``ncmse.executors.Local``,
+    one thread each on a 2-core machine); default the machine's cores; 1 trains them in the kernel.
+    Every kernel gets the thread budget of ``ncmse.threads.default_threads`` (all cores but one), so
+    that a busy machine does not make its OpenMP threads spin against each other.
     """
     check_profile(profile)
+    workers = workers or os.cpu_count() or 1
+    kernel_env = {**threads.child_environment(threads.default_threads(), base={}),
+                  "NCMSE_EXECUTOR": "local" if workers > 1 else "sequential", "NCMSE_WORKERS": str(workers)}
     build_dir = root / "_build" if build_dir is None else Path(build_dir)
     stage = build_dir / "stage"
     timings_path = build_dir / "timings.json"
@@ -292,7 +314,7 @@ def run(profile: str = DEFAULT_PROFILE, *, chapters: list[str] | None = None, bu
                       flush=True)
         if chapters is None or entry in chapters:
             print(f"[ncmse] executing {entry} at profile '{profile}' …", flush=True)
-            res = execute_chapter(src, executed, profile, timeout=timeout, cwd=root)
+            res = execute_chapter(src, executed, profile, timeout=timeout, cwd=root, env=kernel_env)
             if res.ok and (missing := missing_figures(executed)):
                 res.ok, res.error = False, "; ".join(missing)
             timings[entry] = asdict(res)

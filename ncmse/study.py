@@ -30,14 +30,15 @@ import torch
 
 from . import etf
 from .config import RunConfig, d_grid, profile_config, study_settings
-from .experiments import ROOT, ResultsCache, sweep
+from .executors import Executor, sweep
+from .experiments import ROOT, ResultsCache
 from .mean_geometry import GeometrySummary
 from .profiles import PROFILES
 
 __all__ = ["StudyResults", "run_study", "Variant", "MSE", "CE", "rescaled_variants", "LRChoice", "tuning_configs",
            "tune_lr", "pick_rescaled", "configs", "history_band", "group_seeds", "pool_seeds", "compare", "recovery",
            "Verdict", "verdict", "StudySummary", "NCSummary", "RescaledSummary", "LinearSummary", "RunTotals",
-           "projected_etf_nc2", "paper_gpu_hours"]
+           "projected_etf_nc2", "paper_gpu_hours", "Plan", "plan"]
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,7 @@ def tuning_configs(base: RunConfig, variant: Variant, *, lrs, ds, holdout_per_cl
 
 def tune_lr(base: RunConfig, variants, *, lrs, ds, holdout_per_class: int | None,
             cache: ResultsCache | None = None, progress: bool = True, data_root=None,
-            device=None) -> dict[Variant, LRChoice]:
+            device=None, executor: Executor | None = None) -> dict[Variant, LRChoice]:
     """Choose each variant's learning rate on held-out training data, separately at each tuning
     dimension in ``ds`` (one below K−1, one above: MSE's best lr differs between the two sides);
     rule: the best held-out accuracy, ties → the smaller lr; a run that diverged scores −inf, below
@@ -132,7 +133,7 @@ def tune_lr(base: RunConfig, variants, *, lrs, ds, holdout_per_class: int | None
         raise ValueError("tuning several learning rates needs tuning dimensions ds and holdout_per_class")
     configs = [c for v in variants for c in tuning_configs(base, v, lrs=lrs, ds=ds,
                                                             holdout_per_class=holdout_per_class)]
-    results = sweep(configs, cache=cache, progress=progress, data_root=data_root, device=device)
+    results = sweep(configs, cache=cache, progress=progress, data_root=data_root, device=device, executor=executor)
     acc = {}
     for r in results:
         if r.get("evaluated_on") != "holdout":
@@ -335,15 +336,18 @@ class StudyResults:
 
 
 def run_study(profile: str, *, cache: ResultsCache | None = None, device=None, progress: bool = True,
-              data_root=None, grid=None, overrides: dict | None = None, **base_changes) -> StudyResults:
-    """Tune, then train (or read from the cache) every run of the chapter at ``profile``: the stages of
-    the chapter in order.  ``grid``, ``overrides`` (of ``ncmse.config.study_settings(profile)``) and
+              data_root=None, grid=None, overrides: dict | None = None, executor: Executor | None = None,
+              **base_changes) -> StudyResults:
+    """Tune, then train (or read from the cache) every run of the chapter at ``profile``, stage by stage:
+    the learning-rate tuning, then every test run at the chosen rates.  ``executor``: where runs train
+    (``ncmse.executors``; default from the environment, sequential unless ``NCMSE_EXECUTOR`` says
+    otherwise).  ``grid``, ``overrides`` (of ``ncmse.config.study_settings(profile)``) and
     ``base_changes`` (of the base :class:`RunConfig`) shrink it for checks; the chapter uses none."""
     S = {**study_settings(profile), **(overrides or {})}
     base = profile_config(profile, **base_changes)
     grid = tuple(grid or d_grid(profile))
     K = 10                                           # MNIST, Fashion-MNIST and CIFAR-10
-    kw = dict(cache=cache, progress=progress, data_root=data_root, device=device)
+    kw = dict(cache=cache, progress=progress, data_root=data_root, device=device, executor=executor)
     rescaled = [v for v in rescaled_variants(S["alphas"], S["Ms"]) if v != MSE]
     choices = tune_lr(base, [MSE, CE, *rescaled], lrs=S["lrs"], ds=S["tune_ds"],
                       holdout_per_class=S["holdout_per_class"], **kw)
@@ -351,14 +355,61 @@ def run_study(profile: str, *, cache: ResultsCache | None = None, device=None, p
     if rmse not in choices:
         choices[rmse] = tune_lr(base, [rmse], lrs=S["lrs"], ds=S["tune_ds"],
                                 holdout_per_class=S["holdout_per_class"], **kw)[rmse]
-    runs = sweep(configs(base, choices, [MSE, CE, rmse], ds=grid, seeds=S["seeds"], K=K), **kw)
-    rescaled_runs = sweep(configs(base, choices, rescaled, ds=S["rescaled_ds"], seeds=S["seeds"], K=K), **kw)
-    linear_runs = sweep(configs(base, choices, [MSE, CE], ds=grid, seeds=S["linear_seeds"], K=K, feature_relu=False),
-                        **kw)
+    # the test runs depend only on the chosen rates: one stage, so that parallel workers stay busy
+    stage = [configs(base, choices, [MSE, CE, rmse], ds=grid, seeds=S["seeds"], K=K),
+             configs(base, choices, rescaled, ds=S["rescaled_ds"], seeds=S["seeds"], K=K),
+             configs(base, choices, [MSE, CE], ds=grid, seeds=S["linear_seeds"], K=K, feature_relu=False)]
+    done = sweep([c for part in stage for c in part], **kw)
+    runs, rescaled_runs, linear_runs = (done[sum(map(len, stage[:i])):sum(map(len, stage[:i + 1]))] for i in range(3))
     return StudyResults(profile, S, base, K, grid, choices, rescaled, rmse, runs, rescaled_runs, linear_runs)
 
 
 # ------------------------------------------------------------------ the chapter's summary
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much :func:`run_study` trains at a profile, from its settings alone (no run needed): the
+    number of tuning runs and of distinct test runs, the epochs of each and the training images an epoch."""
+
+    profile: str
+    tuning: int
+    test: int
+    epochs: int
+    images: int
+
+    @property
+    def runs(self) -> int:
+        return self.tuning + self.test
+
+    @property
+    def image_epochs(self) -> int:
+        """Training images seen by every run of the study together."""
+        return self.runs * self.epochs * self.images
+
+
+TRAIN_SPLIT_SIZE = {"mnist": 60_000, "fashion_mnist": 60_000, "cifar10": 50_000}
+
+
+def plan(profile: str) -> Plan:
+    """The :class:`Plan` of :func:`run_study` at ``profile``.  The count does not depend on which
+    learning rates the tuning picks: each (loss, side of K−1) gets one rate, so every test run is one
+    configuration, and the d-sweep's rescaled MSE is one of the rescaled sweeps' variants."""
+    S = study_settings(profile)
+    base = profile_config(profile)
+    grid = d_grid(profile)
+    rescaled = [v for v in rescaled_variants(S["alphas"], S["Ms"]) if v != MSE]
+    variants = [MSE, CE, *rescaled]
+    lrs = sorted(float(lr) for lr in S["lrs"])
+    tuning = 0 if len(lrs) == 1 else len(variants) * len(lrs) * len(S["tune_ds"])
+    choices = {v: LRChoice(v, {0: lrs[0]}, {}, (), False) for v in variants}
+    rmse = Variant("rmse", *map(float, S["sweep_rescaled"])) if S["sweep_rescaled"] is not None else rescaled[0]
+    choices.setdefault(rmse, LRChoice(rmse, {0: lrs[0]}, {}, (), False))
+    test = {c.key() for c in [*configs(base, choices, [MSE, CE, rmse], ds=grid, seeds=S["seeds"]),
+                              *configs(base, choices, rescaled, ds=S["rescaled_ds"], seeds=S["seeds"]),
+                              *configs(base, choices, [MSE, CE], ds=grid, seeds=S["linear_seeds"], feature_relu=False)]}
+    images = base.n_per_class * 10 if base.n_per_class is not None else TRAIN_SPLIT_SIZE[base.dataset]
+    return Plan(profile, tuning, len(test), base.epochs, images)
 
 
 def projected_etf_nc2(d: int, K: int) -> float:

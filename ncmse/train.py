@@ -183,6 +183,7 @@ def train(config: RunConfig, *, device: torch.device | str | None = None, checkp
         schedule.load_state_dict(state["schedule"])
         history, start_epoch, seconds_before = state["history"], state["epoch"], state["seconds"]
         torch.set_rng_state(state["rng"].cpu())           # map_location may have moved it
+        log.info(f"[ncmse] resuming {ckpt} at epoch {start_epoch + 1} of {config.epochs}")
     measure = set(config.nc_epochs) | {config.epochs}
     final = None                  # the last epoch's evaluation is the result's: measured once
     diverged = None
@@ -232,10 +233,11 @@ def train(config: RunConfig, *, device: torch.device | str | None = None, checkp
             bar.close()
             return {"config": config.to_dict(), "history": history, "complete": False}
     bar.close()
+    prov = {**provenance(device, seconds_before + time.perf_counter() - t_start), "resumed_at_epoch": start_epoch}
     common = {"config": config.to_dict(), "complete": True, "history": history,
               "evaluated_on": "holdout" if config.holdout_per_class is not None else "test",
               "classes": train_set.classes, "data_source": train_set.source, "validity": valid,
-              "provenance": provenance(device, seconds_before + time.perf_counter() - t_start)}
+              "provenance": prov}
     if diverged is not None:
         return {**common, "diverged": diverged, "train": None, "test": None, "W": None, "b": None}
     if final is None:             # resumed from a checkpoint written after the last epoch

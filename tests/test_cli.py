@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ncmse import experiments
+from ncmse import executors
 from ncmse.__main__ import main
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -54,6 +54,12 @@ BAD = {
     "device index": ["train", "--device", "cuda:7"],
     "data root missing": ["train", "--data-root", "/nonexistent/ncmse-data"],
     "unknown option": ["train", "--frobnicate"],
+    "slurm without slurm": ["sweep", "--executor", "slurm"],
+    "workers without local": ["sweep", "--workers", "2"],
+    "threads with slurm": ["sweep", "--executor", "submitit-debug", "--threads", "2"],
+    "workers zero": ["sweep", "--executor", "local", "--workers", "0"],
+    "unknown executor": ["study", "--executor", "pbs"],
+    "book workers zero": ["book", "--workers", "0"],
     "unknown command": ["fly"],
     "book unknown chapter": ["book", "--profile", "smoke", "--chapters", "book/nope", "--no-build"],
     "book unknown profile": ["book", "--profile", "fast"],
@@ -63,7 +69,7 @@ BAD = {
 
 @pytest.mark.parametrize("argv", list(BAD.values()), ids=list(BAD))
 def test_bad_input_gives_one_line(argv, capsys, tmp_path, monkeypatch):
-    monkeypatch.setattr(experiments, "sweep", _no_training)
+    monkeypatch.setattr(executors, "sweep", _no_training)
     rc, out, err = _run([*argv, *(["--cache", str(tmp_path)] if argv[0] in ("train", "sweep") else [])], capsys)
     lines = err.strip().splitlines()
     assert rc == 2, (rc, out, err)
@@ -109,7 +115,7 @@ def _capture_configs(monkeypatch) -> list:
         seen.extend(configs)
         return []
 
-    monkeypatch.setattr(experiments, "sweep", fake_sweep)
+    monkeypatch.setattr(executors, "sweep", fake_sweep)
     return seen
 
 

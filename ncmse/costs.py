@@ -1,0 +1,90 @@
+"""What the deep-network study costs at each profile (the page "Running at the paper's scale").
+
+The amount of work comes from the settings (:func:`ncmse.study.plan`: runs × epochs × training
+images); the rates come from the benchmarks that measured them (``benchmarks/results``), each on its
+own device and model: a CPU rate for the MLP of the ``cpu`` profile (``threads_bench.py``), a GPU rate
+for ResNet18 on CIFAR-10 (``device_deep_check.py``).  An hour figure is *measured* only where the
+rate was measured on that very workload; everything else is labelled *extrapolated*, and a profile
+with no rate for its model says so instead of guessing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import profile_config
+from .profiles import PROFILES
+from .study import plan
+
+__all__ = ["Rate", "rates", "cost_rows", "cost_table"]
+
+RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
+
+
+@dataclass(frozen=True)
+class Rate:
+    """Seconds per training image (one image through one SGD step) of ``model`` on ``device``."""
+
+    model: str
+    device: str
+    seconds_per_image: float
+    source: str                # the benchmark report it comes from
+    note: str = ""
+
+
+def rates(results: Path = RESULTS) -> list[Rate]:
+    """The training rates measured by the benchmarks whose reports are in ``results``."""
+    out = []
+    threads = results / "threads_cpu.json"
+    if threads.exists():
+        r = json.loads(threads.read_text())
+        images = r["epochs"] * profile_config("cpu").n_per_class * 10
+
+        def quiet(threads):
+            return next(c for c in r["cells"] if c["threads"] == threads and c["policy"] == "default"
+                        and not c["busy"])["seconds"]
+        out.append(Rate("mlp", r["machine"] + ", one process", quiet(2) / images, threads.name,
+                        "2 threads, training time of one run"))
+        out.append(Rate("mlp", r["machine"] + ", 2 local workers", quiet(1) / images / 2, threads.name,
+                        "two runs at once at the speed of one run with 1 thread"))
+    deep = results / "device_deep_check_h200.json"
+    if deep.exists():
+        r = json.loads(deep.read_text())
+        out.append(Rate("resnet18", r["gpu"], r["seconds_per_image"], deep.name,
+                        "fp32, batch 128, runs of 2 epochs on 5,000 images"))
+    return out
+
+
+def cost_rows(results: Path = RESULTS) -> list[dict]:
+    """One row per profile and matching rate: the plan, and the hours it takes at that rate."""
+    rows = []
+    known = rates(results)
+    for profile in PROFILES:
+        p = plan(profile)
+        model = profile_config(profile).model
+        matching = [r for r in known if r.model == model]
+        base = {"profile": profile, "model": model, "runs": p.runs, "tuning": p.tuning, "test": p.test,
+                "epochs": p.epochs, "images": p.images, "image_epochs": p.image_epochs}
+        if not matching:
+            rows.append({**base, "device": "—", "hours": None, "kind": "no rate measured for this model"})
+        for r in matching:
+            rows.append({**base, "device": r.device, "hours": p.image_epochs * r.seconds_per_image / 3600,
+                         "kind": f"extrapolated from {r.source}" + (f" ({r.note})" if r.note else "")})
+    return rows
+
+
+def cost_table(results: Path = RESULTS) -> str:
+    """:func:`cost_rows` as a Markdown table."""
+    from .plotting import markdown_table
+
+    def hours(h):
+        if h is None:
+            return "—"
+        return f"{h * 3600:.0f} s" if h < 1 / 60 else f"{h * 60:.1f} min" if h < 1 else f"{h:.1f} h"
+
+    rows = [(r["profile"], r["model"], f"{r['runs']} ({r['tuning']} + {r['test']})", r["epochs"], f"{r['images']:,}",
+             f"{r['image_epochs']:.3g}", r["device"], hours(r["hours"]), r["kind"]) for r in cost_rows(results)]
+    return markdown_table(rows, ["profile", "model", "runs (tuning + test)", "epochs", "images an epoch",
+                                 "image-epochs", "device", "time", "how we know"])

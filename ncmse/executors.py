@@ -1,0 +1,325 @@
+"""Where deep-network runs execute: one driver (:func:`sweep`) over three back ends.
+
+* :class:`Sequential` — one run after another in this process (the default);
+* :class:`Local` — ``workers`` processes on this machine, each with its own thread budget (the cores
+  divided among them: one thread each on a laptop) or its own GPU when several are visible;
+* :class:`Submitit` — jobs through `submitit <https://github.com/facebookincubator/submitit>`_: a
+  Slurm job array (``cluster="slurm"``), or submitit's local and in-process debug executors.  A job
+  that Slurm preempts or times out is requeued by submitit (``checkpoint``) and resumes from the run's
+  own per-epoch checkpoint.
+
+The driver is the same for all: it deduplicates the configurations by cache key, looks each up in the
+results cache (``ncmse.experiments.ResultsCache``) and hands only the missing ones to the back end,
+having loaded (and, for the CIFAR-10 JPEG copy, decoded) their data once beforehand; it shows one
+progress bar over the runs and reads every result back from the cache, which the back ends fill
+under its per-key locks — so back ends may share one cache, and a second call trains nothing.
+Staged work (the learning-rate tuning, then the sweep at the chosen rates) calls :func:`sweep` once
+per stage.
+
+:func:`from_environment` builds the back end named by ``NCMSE_EXECUTOR`` / ``NCMSE_WORKERS``: the
+book's runner sets them for every chapter's kernel (``./run.sh book --workers N``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import threads as thread_budget
+from .config import RunConfig
+from .experiments import ResultsCache, run
+
+__all__ = ["Executor", "Sequential", "Local", "Submitit", "sweep", "from_environment", "EXECUTORS", "train_job",
+           "TrainJob"]
+
+EXECUTORS = ("sequential", "local", "slurm", "submitit-local", "submitit-debug")
+
+
+def train_job(config: dict, cache_root: str, device=None, data_root=None, threads: int | None = None) -> dict:
+    """One run in a worker process or a cluster job: set the thread budget, then
+    :func:`ncmse.experiments.run` (cached, locked, resumed from its checkpoint).  Returns a short
+    summary: key, whether it was already cached, diverged, wall seconds."""
+    thread_budget.configure(threads)
+    cfg = RunConfig.from_dict(config)
+    result = run(cfg, cache=ResultsCache(cache_root), device=device, progress=False, data_root=data_root)
+    return {"key": cfg.key(), "cached": result["cached"], "diverged": bool(result.get("diverged")),
+            "seconds": result["provenance"]["wall_seconds"]}
+
+
+class Executor:
+    """A back end: :meth:`train` trains configurations that are not cached into ``cache`` and returns,
+    per key, whether it trained the run (False where another process had meanwhile)."""
+
+    name = "executor"
+
+    def train(self, configs: list[RunConfig], *, cache: ResultsCache, device, data_root, bar) -> dict[str, bool]:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return self.name
+
+    def check(self) -> None:
+        """Raise a one-line ValueError if this back end cannot run here (called before any work)."""
+
+
+class Sequential(Executor):
+    """One run after another in this process, with the process's own thread settings."""
+
+    name = "sequential"
+
+    def train(self, configs, *, cache, device, data_root, bar):
+        notes, trained = [], {}
+        for c in configs:
+            bar.set_postfix(d=c.d, loss=c.loss, seed=c.seed, refresh=False)
+            r = run(c, cache=cache, device=device, progress=not bar.disable, data_root=data_root, notes=notes)
+            trained[c.key()] = not r["cached"]
+            bar.update()
+        _report_stale(notes)
+        return trained
+
+
+@dataclass
+class Local(Executor):
+    """``workers`` processes on this machine (spawned, so each imports torch afresh with its own thread
+    budget: ``threads`` each, default :func:`ncmse.threads.budget`).  With ``devices`` (e.g.
+    ["cuda:0", "cuda:1"]) worker i trains on devices[i % len(devices)]; by default, where the run's
+    device is CUDA and several GPUs are visible, one GPU per worker."""
+
+    workers: int = 2
+    threads: int | None = None
+    devices: list | None = None
+    name: str = field(default="local", init=False)
+
+    def __post_init__(self):
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
+            raise ValueError(f"workers must be a positive integer, got {self.workers!r}")
+
+    def describe(self) -> str:
+        return f"local, {self.workers} workers × {self.threads or thread_budget.budget(self.workers)} thread(s)"
+
+    def _devices(self, device) -> list:
+        if self.devices:
+            return list(self.devices)
+        import torch
+
+        if (device is None or str(device) == "cuda") and torch.cuda.is_available() and torch.cuda.device_count() > 1:
+            return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+        return [device]
+
+    def train(self, configs, *, cache, device, data_root, bar):
+        import multiprocessing as mp
+        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+        threads = self.threads or thread_budget.budget(self.workers)
+        devices = self._devices(device)
+        ctx = mp.get_context("spawn")
+        failures, trained = [], {}
+        saved = {k: os.environ.get(k) for k in thread_budget.COUNT_VARIABLES}
+        os.environ.update(thread_budget.child_environment(threads, base={}))      # inherited by the workers
+        try:
+            with ProcessPoolExecutor(max_workers=min(self.workers, len(configs)), mp_context=ctx) as pool:
+                pending = {pool.submit(train_job, c.to_dict(), str(cache.root), devices[i % len(devices)], data_root,
+                                       threads): c for i, c in enumerate(configs)}
+                try:
+                    while pending:
+                        done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                        for f in done:
+                            c = pending.pop(f)
+                            if f.exception() is not None:
+                                failures.append((c, f.exception()))
+                            else:
+                                trained[c.key()] = not f.result()["cached"]
+                            bar.update()
+                except BaseException:
+                    for f in pending:
+                        f.cancel()
+                    raise
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        _raise_failures(failures)
+        return trained
+
+
+@dataclass
+class Submitit(Executor):
+    """Jobs through submitit: ``cluster`` "slurm" (a job array of at most ``array_parallelism`` jobs
+    at once), "local" (subprocesses) or "debug" (in this process, for tests).  Each job trains one
+    configuration with ``cpus_per_job`` threads and ``gpus_per_job`` GPUs for at most ``timeout_min``
+    minutes; preempted or timed out, it is requeued and resumes from its checkpoint.  Logs and the
+    jobs' pickles go to ``folder`` (default: ``<cache>/../submitit``)."""
+
+    cluster: str = "slurm"
+    folder: str | None = None
+    partition: str | None = None
+    gpus_per_job: int = 0
+    cpus_per_job: int = 1
+    timeout_min: int = 60
+    array_parallelism: int = 16
+    mem_gb: float | None = None
+    extra: dict = field(default_factory=dict)     # any other submitit parameter (e.g. slurm_account)
+    poll_seconds: float = 5.0
+    name: str = field(default="submitit", init=False)
+
+    def __post_init__(self):
+        if self.cluster not in ("slurm", "local", "debug"):
+            raise ValueError(f"unknown submitit cluster {self.cluster!r}; expected slurm, local or debug")
+        for k in ("cpus_per_job", "timeout_min", "array_parallelism"):
+            v = getattr(self, k)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{k} must be a positive integer, got {v!r}")
+        if isinstance(self.gpus_per_job, bool) or not isinstance(self.gpus_per_job, int) or self.gpus_per_job < 0:
+            raise ValueError(f"gpus_per_job must be a non-negative integer, got {self.gpus_per_job!r}")
+
+    def describe(self) -> str:
+        return f"submitit {self.cluster}"
+
+    def check(self) -> None:
+        import shutil
+
+        if self.cluster == "slurm" and shutil.which("srun") is None:
+            raise ValueError("the slurm executor needs Slurm's commands (srun, sbatch) on PATH, and they are not "
+                             "here; on this machine use --executor local")
+
+    def executor(self, cache: ResultsCache):
+        """The configured ``submitit.AutoExecutor``."""
+        import submitit
+
+        self.check()
+        folder = Path(self.folder) if self.folder else cache.root.parent / "submitit"
+        ex = submitit.AutoExecutor(folder=str(folder / "%j"), cluster=self.cluster)
+        params = {"timeout_min": self.timeout_min, "cpus_per_task": self.cpus_per_job, "name": "ncmse",
+                  "slurm_array_parallelism": self.array_parallelism}
+        if self.gpus_per_job:
+            params["gpus_per_node"] = self.gpus_per_job
+        if self.partition:
+            params["slurm_partition"] = self.partition
+        if self.mem_gb:
+            params["mem_gb"] = self.mem_gb
+        params.update(self.extra)
+        if self.cluster != "slurm":
+            params = {k: v for k, v in params.items() if not k.startswith("slurm_")}
+        ex.update_parameters(**params)
+        return ex
+
+    def submit(self, configs, *, cache, device, data_root) -> list:
+        """Submit one job per configuration (a job array on Slurm); returns submitit's jobs."""
+        ex = self.executor(cache)
+        n = len(configs)
+        return ex.map_array(TrainJob(), [c.to_dict() for c in configs], [str(cache.root)] * n, [device] * n,
+                            [data_root] * n, [self.cpus_per_job] * n)
+
+    def train(self, configs, *, cache, device, data_root, bar):
+        jobs = self.submit(configs, cache=cache, device=device, data_root=data_root)
+        print(f"[ncmse] submitted {len(jobs)} job(s) to submitit ({self.cluster}); logs under "
+              f"{Path(jobs[0].paths.folder).parent if jobs else '-'}", file=sys.stderr, flush=True)
+        failures, trained, waiting = [], {}, dict(zip(jobs, configs, strict=True))
+        while waiting:
+            for job in [j for j in waiting if self.cluster == "debug" or j.done()]:
+                c = waiting.pop(job)
+                try:
+                    trained[c.key()] = not job.result()["cached"]
+                except Exception as exc:          # submitit's FailedJobError carries the job's traceback
+                    failures.append((c, _last_line(exc)))
+                bar.update()
+            if waiting:
+                time.sleep(self.poll_seconds)
+        _raise_failures(failures)
+        return trained
+
+
+class TrainJob:
+    """:func:`train_job` as a submitit checkpointable callable: on preemption or timeout submitit
+    calls :meth:`checkpoint`, which requeues the same job; the run then resumes from its own per-epoch
+    checkpoint in the cache folder."""
+
+    def __call__(self, config, cache_root, device=None, data_root=None, threads=None):
+        return train_job(config, cache_root, device, data_root, threads)
+
+    def checkpoint(self, *args, **kwargs):
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
+
+
+def _last_line(exc: BaseException) -> str:
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
+
+
+def _raise_failures(failures) -> None:
+    if failures:
+        detail = "; ".join(f"{c.key()} (d={c.d} {c.loss} seed={c.seed}): {exc}" for c, exc in failures[:3])
+        more = f" and {len(failures) - 3} more" if len(failures) > 3 else ""
+        raise RuntimeError(f"{len(failures)} run(s) failed: {detail}{more}; the others are cached — run the same "
+                           "command again to retry the failed ones (they resume from their checkpoints)")
+
+
+def _report_stale(notes: list) -> None:
+    if notes:
+        kinds = sorted({n.rsplit(" ", 1)[1] for n in notes})
+        print(f"[ncmse] {len(notes)} cached result(s) were trained by other {' or '.join(kinds)} and were trained "
+              f"again (e.g. {notes[0].split()[0]})", file=sys.stderr, flush=True)
+
+
+def _prepare_data(configs: list[RunConfig], data_root) -> None:
+    """Load every dataset the runs need once, so that downloads and the CIFAR-10 JPEG decode happen
+    here, before the workers or jobs start (each would otherwise do it at once)."""
+    from .data import load_dataset
+
+    for name in sorted({c.dataset for c in configs}):
+        for split in ("train", "test"):
+            load_dataset(name, split, root=data_root)
+
+
+def from_environment() -> Executor:
+    """The back end named by ``NCMSE_EXECUTOR`` ("sequential" or "local"; default sequential), with
+    ``NCMSE_WORKERS`` workers for "local" (default: the machine's cores)."""
+    name = os.environ.get("NCMSE_EXECUTOR", "sequential")
+    if name == "sequential":
+        return Sequential()
+    if name == "local":
+        workers = os.environ.get("NCMSE_WORKERS") or str(os.cpu_count() or 1)
+        if not workers.isdigit() or int(workers) < 1:
+            raise ValueError(f"NCMSE_WORKERS must be a positive integer, got {workers!r}")
+        return Local(workers=int(workers))
+    raise ValueError(f"NCMSE_EXECUTOR={name!r} is not a back end for the book; expected sequential or local")
+
+
+def sweep(configs: list[RunConfig], *, cache: ResultsCache | None = None, device=None, progress: bool = True,
+          data_root=None, executor: Executor | None = None) -> list[dict]:
+    """The results of ``configs``, in order, each with ``"cached"`` (True where nothing was trained
+    now): cached ones are read, the others trained by ``executor`` (default :func:`from_environment`)
+    and read back from the cache.  One progress bar over the runs to train."""
+    from tqdm.std import tqdm
+
+    cache = cache or ResultsCache()
+    executor = executor or from_environment()
+    from .fingerprint import validity
+
+    unique = list({c.key(): c for c in configs}.values())
+    valid = {ds: validity(ds, data_root) for ds in sorted({c.dataset for c in unique})}
+    hits = {c.key(): e for c in unique if (e := cache.lookup(c, valid[c.dataset])[0]) is not None}
+    todo = [c for c in unique if c.key() not in hits]
+    trained: dict[str, bool] = {}
+    if todo:
+        executor.check()
+        if not isinstance(executor, Sequential):
+            _prepare_data(todo, data_root)
+        with tqdm(total=len(todo), desc=f"training ({executor.describe()})", disable=not progress) as bar:
+            trained = executor.train(todo, cache=cache, device=device, data_root=data_root, bar=bar)
+    out, seen = [], set()
+    for c in configs:
+        key = c.key()
+        entry = hits.get(key) or cache.lookup(c, valid[c.dataset])[0]
+        if entry is None:
+            raise RuntimeError(f"run {key} finished without a valid result in {cache.root}")
+        out.append({**entry, "cached": key in seen or not trained.get(key, False)})
+        seen.add(key)                     # a configuration listed twice is trained once
+    return out

@@ -1,0 +1,66 @@
+"""The thread budget of a process that computes, set before torch starts its thread pools.
+
+torch's CPU kernels run on an OpenMP pool whose idle threads spin (busy-wait) before they sleep.  On
+a machine whose cores are all busy, a spinning thread steals the core that the thread it waits for
+needs, and a run slows down not by the share of the CPU it lost but many times more (seen on a
+2-core machine: 28–104× beside one other busy process).  ``OMP_WAIT_POLICY=PASSIVE`` stops the
+spinning but makes every parallel region pay for waking its threads: measured here
+(``benchmarks/threads_bench.py``), two passive threads are slower than one thread even on a quiet
+machine.  What works is fewer threads than cores: a process that does not share its threads' cores
+with anything has nothing to spin against.  So every process that computes gets a budget:
+
+* a single computing process (the command line, a chapter's kernel): :func:`default_threads`, all
+  cores but one (one thread on a 2-core laptop), leaving a core for whatever else runs;
+* ``workers`` processes sharing the machine (the local executor): :func:`budget`, the cores divided
+  among them.
+
+:func:`configure` applies a budget to this process, :func:`child_environment` to a process about to
+start; both must come before torch is imported where they are to take full effect (OpenMP reads its
+variables once).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+__all__ = ["configure", "budget", "default_threads", "child_environment", "COUNT_VARIABLES"]
+
+COUNT_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def _cores(cores: int | None) -> int:
+    return cores or os.cpu_count() or 1
+
+
+def default_threads(cores: int | None = None) -> int:
+    """Threads for one computing process: all cores but one, at least one."""
+    return max(1, _cores(cores) - 1)
+
+
+def budget(workers: int, cores: int | None = None) -> int:
+    """Threads per worker when ``workers`` processes share ``cores`` (default: this machine's): the
+    cores divided evenly, at least one."""
+    return max(1, _cores(cores) // max(1, workers))
+
+
+def child_environment(threads: int, base: dict | None = None) -> dict:
+    """The environment (``base``, default this process's) with the thread counts of OpenMP, MKL and
+    OpenBLAS set to ``threads``, for a process that will import torch."""
+    env = dict(os.environ if base is None else base)
+    env.update({k: str(int(threads)) for k in COUNT_VARIABLES})
+    return env
+
+
+def configure(threads: int | None = None) -> int:
+    """Give this process ``threads`` intra-op threads (default :func:`default_threads`) and return the
+    number: in the environment (read by OpenMP when torch is first imported) and, if torch is already
+    imported, through ``torch.set_num_threads``."""
+    threads = default_threads() if threads is None else int(threads)
+    if threads < 1:
+        raise ValueError(f"threads must be a positive integer, got {threads}")
+    os.environ.update({k: str(threads) for k in COUNT_VARIABLES})
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(threads)
+    return threads
