@@ -45,10 +45,10 @@ def rates(results: Path = RESULTS) -> list[Rate]:
         def quiet(threads):
             return next(c for c in r["cells"] if c["threads"] == threads and c["policy"] == "default"
                         and not c["busy"])["seconds"]
-        out.append(Rate("mlp", r["machine"] + ", one process", quiet(2) / images, threads.name,
-                        "2 threads, training time of one run"))
-        out.append(Rate("mlp", r["machine"] + ", 2 local workers", quiet(1) / images / 2, threads.name,
-                        "two runs at once at the speed of one run with 1 thread"))
+        out.append(Rate("mlp", r["machine"] + ", 1 process × 2 threads", quiet(2) / images, threads.name,
+                        "the training time of one run"))
+        out.append(Rate("mlp", r["machine"] + ", 2 workers × 1 thread", quiet(1) / images / 2, threads.name,
+                        "two runs at once, each at the speed of one run with 1 thread"))
     deep = results / "device_deep_check_h200.json"
     if deep.exists():
         r = json.loads(deep.read_text())
@@ -68,9 +68,11 @@ def cost_rows(results: Path = RESULTS) -> list[dict]:
         base = {"profile": profile, "model": model, "runs": p.runs, "tuning": p.tuning, "test": p.test,
                 "epochs": p.epochs, "images": p.images, "image_epochs": p.image_epochs}
         if not matching:
-            rows.append({**base, "device": "—", "hours": None, "kind": "no rate measured for this model"})
+            rows.append({**base, "device": "—", "hours": None, "source": "no rate measured for this model",
+                         "kind": "no rate measured for this model"})
         for r in matching:
             rows.append({**base, "device": r.device, "hours": p.image_epochs * r.seconds_per_image / 3600,
+                         "source": f"{r.source}: {r.note}" if r.note else r.source,
                          "kind": f"extrapolated from {r.source}" + (f" ({r.note})" if r.note else "")})
     return rows
 
@@ -84,7 +86,8 @@ def cost_table(results: Path = RESULTS) -> str:
             return "—"
         return f"{h * 3600:.0f} s" if h < 1 / 60 else f"{h * 60:.1f} min" if h < 1 else f"{h:.1f} h"
 
-    rows = [(r["profile"], r["model"], f"{r['runs']} ({r['tuning']} + {r['test']})", r["epochs"], f"{r['images']:,}",
-             f"{r['image_epochs']:.3g}", r["device"], hours(r["hours"]), r["kind"]) for r in cost_rows(results)]
-    return markdown_table(rows, ["profile", "model", "runs (tuning + test)", "epochs", "images an epoch",
-                                 "image-epochs", "device", "time", "how we know"])
+    rows = [(f"{r['profile']} ({r['model']})", f"{r['runs']} ({r['tuning']} + {r['test']})",
+             f"{r['epochs']} × {r['images']:,}", r["device"], hours(r["hours"]), r["source"])
+            for r in cost_rows(results)]
+    return markdown_table(rows, ["profile (model)", "runs (tuning + test)", "epochs × images", "device",
+                                 "time, extrapolated", "rate from"])
