@@ -31,6 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _report import write_report  # noqa: E402
 
+from ncmse.threads import child_environment  # noqa: E402
+
 CHILD = r"""
 import json, os, sys, time
 sys.path.insert(0, {repo!r})
@@ -53,13 +55,17 @@ def _busy(stop):
         x += 1
 
 
-def _one(threads: int, policy: str, epochs: int, seed: int, root: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    env.update({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
+def _child(threads: int, policy: str, epochs: int, seed: int, root: str) -> tuple[list[str], dict]:
+    """The command and environment of one timed run in a fresh process."""
+    env = child_environment(threads, base={k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"})
     if policy != "default":
         env["OMP_WAIT_POLICY"] = policy
-    code = CHILD.format(repo=str(REPO), epochs=epochs, seed=seed, root=root)
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    return [sys.executable, "-c", CHILD.format(repo=str(REPO), epochs=epochs, seed=seed, root=root)], env
+
+
+def _one(threads: int, policy: str, epochs: int, seed: int, root: str) -> dict:
+    cmd, env = _child(threads, policy, epochs, seed, root)
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -89,10 +95,8 @@ def _two_ways(epochs: int, root: str, n_runs: int) -> dict:
     t0 = time.perf_counter()
     pool = []
     for s in range(n_runs):
-        env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-        env.update({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
-        code = CHILD.format(repo=str(REPO), epochs=epochs, seed=s, root=root)
-        pool.append(subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True))
+        cmd, env = _child(1, "default", epochs, s, root)
+        pool.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True))
         if len(pool) == 2 or s == n_runs - 1:
             for p in pool:
                 p.communicate()

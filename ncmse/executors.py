@@ -31,6 +31,7 @@ from pathlib import Path
 from . import threads as thread_budget
 from .config import RunConfig
 from .experiments import ResultsCache, run
+from .fingerprint import validity
 
 __all__ = ["Executor", "Sequential", "Local", "Submitit", "sweep", "from_environment", "EXECUTORS", "train_job",
            "TrainJob"]
@@ -117,9 +118,8 @@ class Local(Executor):
         devices = self._devices(device)
         ctx = mp.get_context("spawn")
         failures, trained = [], {}
-        saved = {k: os.environ.get(k) for k in thread_budget.COUNT_VARIABLES}
-        os.environ.update(thread_budget.child_environment(threads, base={}))      # inherited by the workers
-        try:
+        # the workers inherit this budget and import torch afresh (spawn)
+        with thread_budget.environment(thread_budget.child_environment(threads, base={})):
             with ProcessPoolExecutor(max_workers=min(self.workers, len(configs)), mp_context=ctx) as pool:
                 pending = {pool.submit(train_job, c.to_dict(), str(cache.root), devices[i % len(devices)], data_root,
                                        threads): c for i, c in enumerate(configs)}
@@ -137,12 +137,6 @@ class Local(Executor):
                     for f in pending:
                         f.cancel()
                     raise
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
         _raise_failures(failures)
         return trained
 
@@ -301,8 +295,6 @@ def sweep(configs: list[RunConfig], *, cache: ResultsCache | None = None, device
 
     cache = cache or ResultsCache()
     executor = executor or from_environment()
-    from .fingerprint import validity
-
     unique = list({c.key(): c for c in configs}.values())
     valid = {ds: validity(ds, data_root) for ds in sorted({c.dataset for c in unique})}
     hits = {c.key(): e for c in unique if (e := cache.lookup(c, valid[c.dataset])[0]) is not None}

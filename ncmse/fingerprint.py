@@ -23,7 +23,7 @@ import hashlib
 from functools import cache
 from pathlib import Path
 
-__all__ = ["TRAINING_MODULES", "training_modules", "code_fingerprint", "validity"]
+__all__ = ["TRAINING_MODULES", "training_modules", "module_imports", "code_fingerprint", "validity"]
 
 PACKAGE = Path(__file__).resolve().parent
 TRAINING_MODULES = ("ncmse.train",)
@@ -41,7 +41,7 @@ def _module_file(name: str) -> Path | None:
     return None
 
 
-def _imports(name: str, tree: ast.AST, is_package: bool) -> set[str]:
+def module_imports(name: str, tree: ast.AST, is_package: bool) -> set[str]:
     """The ``ncmse`` modules that ``tree`` (module ``name``) imports anywhere, lazy imports included."""
     package = name if is_package else name.rpartition(".")[0]
     out = set()
@@ -84,7 +84,7 @@ def training_modules(entry: tuple[str, ...] = TRAINING_MODULES) -> dict[str, Pat
         if path is None:
             raise ValueError(f"no module {name} in {PACKAGE}")
         seen[name] = path
-        todo += sorted(_imports(name, ast.parse(path.read_text()), path.name == "__init__.py"))
+        todo += sorted(module_imports(name, ast.parse(path.read_text()), path.name == "__init__.py"))
     return dict(sorted(seen.items()))
 
 

@@ -11,6 +11,7 @@ them, with the device and package versions, in the stage.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -100,6 +101,7 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+@functools.cache
 def _ipc_kernel_manager():
     """A Jupyter kernel manager that talks to its kernel over Unix sockets instead of TCP: the kernel
     is local anyway, and ipykernel warns on every start that unencrypted TCP can be eavesdropped."""
@@ -129,29 +131,19 @@ def execute_chapter(src: Path, out: Path, profile: str = DEFAULT_PROFILE, *, tim
     ok, error = True, ""
     # The kernel inherits this process's environment: a non-interactive MPLBACKEND (Agg) there would
     # silently stop every figure from reaching the notebook.
-    saved_backend = os.environ.pop("MPLBACKEND", None)
-    saved_env = {k: os.environ.get(k) for k in (env or {})}
-    os.environ.update(env or {})
-    workers = os.environ.get("NCMSE_WORKERS", "1")
-    executor = f"{workers} local workers" if os.environ.get("NCMSE_EXECUTOR") == "local" else "sequential"
-    try:
-        pm.execute_notebook(nb, str(out), parameters={"profile": profile}, kernel_name="python3",
-                            cwd=str(cwd), execution_timeout=timeout, progress_bar=False, log_output=False,
-                            kernel_manager_class=_ipc_kernel_manager())
-    except pm.PapermillExecutionError as exc:
-        ok = False
-        error = f"cell {exc.cell_index} (execution count {exc.exec_count}): {exc.ename}: {exc.evalue}"
-    except Exception as exc:  # kernel died, timeout, bad parameters: still name the chapter
-        ok = False
-        error = f"{type(exc).__name__}: {exc}"
-    finally:
-        if saved_backend is not None:
-            os.environ["MPLBACKEND"] = saved_backend
-        for k, v in saved_env.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    with threads.environment(env or {}, remove=("MPLBACKEND",)):
+        workers = os.environ.get("NCMSE_WORKERS", "1")
+        executor = f"{workers} local workers" if os.environ.get("NCMSE_EXECUTOR") == "local" else "sequential"
+        try:
+            pm.execute_notebook(nb, str(out), parameters={"profile": profile}, kernel_name="python3",
+                                cwd=str(cwd), execution_timeout=timeout, progress_bar=False, log_output=False,
+                                kernel_manager_class=_ipc_kernel_manager())
+        except pm.PapermillExecutionError as exc:
+            ok = False
+            error = f"cell {exc.cell_index} (execution count {exc.exec_count}): {exc.ename}: {exc.evalue}"
+        except Exception as exc:  # kernel died, timeout, bad parameters: still name the chapter
+            ok = False
+            error = f"{type(exc).__name__}: {exc}"
     seconds = time.perf_counter() - t0
     if out.exists():
         _hide_parameter_cells(out)
@@ -203,7 +195,7 @@ def _stage_sources(stage: Path, root: Path) -> None:
 
 
 def _status_table(timings: dict, versions: dict) -> str:
-    lines = ["| chapter | profile | execution time | finished | device | deep-network runs |",
+    lines = ["| chapter | profile | execution time | finished | device | executor for deep-network runs |",
              "| --- | --- | ---: | --- | --- | --- |"]
     for chapter, r in timings.items():
         state = "" if r["ok"] else " (failed)"

@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import contextmanager
 
-__all__ = ["configure", "budget", "default_threads", "child_environment", "COUNT_VARIABLES"]
+__all__ = ["configure", "budget", "default_threads", "child_environment", "environment", "COUNT_VARIABLES"]
 
 COUNT_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
@@ -50,6 +51,24 @@ def child_environment(threads: int, base: dict | None = None) -> dict:
     env = dict(os.environ if base is None else base)
     env.update({k: str(int(threads)) for k in COUNT_VARIABLES})
     return env
+
+
+@contextmanager
+def environment(changes: dict, *, remove: tuple = ()):
+    """Within the block, this process's environment has ``changes`` set and the variables in
+    ``remove`` unset (what a child process started inside inherits); afterwards it is as before."""
+    saved = {k: os.environ.get(k) for k in (*changes, *remove)}
+    for k in remove:
+        os.environ.pop(k, None)
+    os.environ.update({k: str(v) for k, v in changes.items()})
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def configure(threads: int | None = None) -> int:

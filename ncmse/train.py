@@ -257,9 +257,8 @@ def provenance(device, seconds: float) -> dict:
     from . import __version__
     from .machine import device_description
 
-    return {"ncmse": __version__, "git": _code_version(), "torch": torch.__version__,
-            "python": platform.python_version(), "device": str(device), "threads": torch.get_num_threads(),
-            "machine": device_description(), "wall_seconds": seconds,
+    return {"ncmse": __version__, "git": _code_version(), **environment(device),
+            "python": platform.python_version(), "machine": device_description(), "wall_seconds": seconds,
             "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
 
 

@@ -16,7 +16,7 @@ def _graph() -> dict[str, set[str]]:
     graph = {}
     for path in sorted(PACKAGE.glob("*.py")):
         name = "ncmse" if path.name == "__init__.py" else f"ncmse.{path.stem}"
-        graph[name] = fingerprint._imports(name, ast.parse(path.read_text()), path.name == "__init__.py")
+        graph[name] = fingerprint.module_imports(name, ast.parse(path.read_text()), path.name == "__init__.py")
         graph[name].discard("ncmse")             # `from . import __version__` reads a constant
         graph[name].discard(name)
     return graph
