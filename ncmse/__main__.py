@@ -1,5 +1,6 @@
 """Command line: ``python -m ncmse book [--profile cpu] [--chapters …] [--no-build]``; ``train``, ``sweep``
-and ``study`` (every run of the chapter "Deep networks") fill the results cache."""
+and ``study`` (every run of the chapter "Deep networks", or with ``--study cifar10`` of the chapter
+"CIFAR-10"; ``--export`` copies them into the tracked archive ``data/trained``) fill the results cache."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import os
 import signal
 import sys
 
-from .profiles import DEFAULT_PROFILE, PROFILES
+from .profiles import DEFAULT_PROFILE, PRECISIONS, PROFILES, STUDIES
 
 INTERRUPTED = ("[ncmse] interrupted{how}: finished runs are cached under data/results; the run in progress "
                "resumes from its checkpoint in data/checkpoints when the same command runs again")
@@ -142,13 +143,20 @@ def _parser() -> argparse.ArgumentParser:
                           ("--M", "rescaled MSE: target M of the true class (with --loss rmse)")):
             p.add_argument(opt, type=_finite_float, help=what)
         p.add_argument("--linear-features", action="store_true", help="no ReLU on the feature layer")
+        p.add_argument("--precision", choices=PRECISIONS, help="fp32, or bf16: training steps under bfloat16 autocast")
         p.add_argument("--data-root", help="dataset folder (default: $NCMSE_DATA_ROOT, else data/)")
         p.add_argument("--cache", metavar="DIR", help=CACHE_HELP)
         _executor_options(p)
         p.add_argument("--quiet", action="store_true", help="no progress bars")
-    st = sub.add_parser("study", help="train every run of the chapter 'Deep networks' at a profile into the results "
-                                      "cache (on a GPU box, say), so that building the chapter trains nothing")
+    st = sub.add_parser("study", help="train every run of a chapter's study ('Deep networks', 'CIFAR-10') at a profile "
+                                      "into the results cache (on a GPU box, say), so that building the chapter "
+                                      "trains nothing")
     st.add_argument("--profile", choices=PROFILES, default=DEFAULT_PROFILE)
+    st.add_argument("--study", choices=STUDIES, default="deep",
+                    help="deep: the chapter 'Deep networks' (default); cifar10: the chapter 'CIFAR-10'")
+    st.add_argument("--export", nargs="?", const="", metavar="DIR",
+                    help="then copy the study's runs, with their provenance, into the tracked archive that the "
+                         "chapter shows (default DIR: data/trained; files go to DIR/<study>/)")
     st.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available)")
     st.add_argument("--data-root", help="dataset folder (default: $NCMSE_DATA_ROOT, else data/)")
     st.add_argument("--cache", metavar="DIR", help=CACHE_HELP)
@@ -211,12 +219,18 @@ def _study(args) -> int:
     from .study import run_study
 
     _check_places(args)
-    results = run_study(args.profile, device=args.device, progress=not args.quiet, data_root=args.data_root,
-                        cache=_cache(args), executor=_executor(args))
+    results = run_study(args.profile, study=args.study, device=args.device, progress=not args.quiet,
+                        data_root=args.data_root, cache=_cache(args), executor=_executor(args))
     trained = sum(not r["cached"] for r in results.unique_runs)
     diverged = sum(bool(r.get("diverged")) for r in results.unique_runs)
-    print(f"[ncmse] study at profile '{args.profile}': {len(results.unique_runs)} runs after tuning, {trained} trained "
-          f"now, {diverged} diverged; the rescaled MSE of the d-sweep is {results.rmse.label}")
+    print(f"[ncmse] study '{args.study}' at profile '{args.profile}': {len(results.unique_runs)} runs after tuning, "
+          f"{trained} trained now, {diverged} diverged; the rescaled MSE of the d-sweep is {results.rmse.label}")
+    if args.export is not None:
+        from . import archive
+
+        written = archive.export(results.unique_runs, args.study, args.export or None)
+        where = archive.folder(args.study, args.export or None)
+        print(f"[ncmse] exported {len(written)} runs to {where}; commit them to show them in the book")
     return 0
 
 
@@ -228,7 +242,7 @@ def _train_or_sweep(args) -> int:
 
     changes = {k: v for k, v in (("dataset", args.dataset), ("model", args.model), ("epochs", args.epochs),
                                  ("lr", args.lr), ("weight_decay", args.weight_decay),
-                                 ("n_per_class", args.n_per_class)) if v is not None}
+                                 ("n_per_class", args.n_per_class), ("precision", args.precision)) if v is not None}
     if args.linear_features:
         changes["feature_relu"] = False
     profile_nc = profile_config(args.profile).nc_epochs

@@ -1,6 +1,6 @@
 """The configuration of deep-network runs, in one place: :class:`RunConfig` (one run), the base run of
 each profile (:func:`profile_config`), its feature-dimension grid (:func:`d_grid`) and the sizes of the
-study of the chapter "Deep networks" (:func:`study_settings`).
+studies (:func:`study_settings`) of the chapters "Deep networks" (``deep``) and "CIFAR-10" (``cifar10``).
 
 Everything that changes a result is a field of :class:`RunConfig`, validated on construction (one-line
 ``ValueError``s; numpy scalars are accepted and stored as Python numbers), and its :meth:`RunConfig.key`
@@ -20,9 +20,9 @@ import numpy as np
 
 from .checks import as_float, as_int
 from .models import MODELS
-from .profiles import check_profile
+from .profiles import PRECISIONS, STUDIES, check_profile
 
-__all__ = ["DATASETS", "RunConfig", "d_grid", "profile_config", "study_settings"]
+__all__ = ["DATASETS", "PRECISIONS", "RunConfig", "STUDIES", "d_grid", "profile_config", "study_settings"]
 
 DATASETS = ("mnist", "fashion_mnist", "cifar10")
 
@@ -57,6 +57,9 @@ class RunConfig:
     gamma: float = 0.1
     augment: bool = False               # random crop (padding 4) + horizontal flip, batched
     feature_relu: bool = True
+    # "fp32", or "bf16": the training steps' forward pass under bfloat16 autocast (weights, gradients,
+    # the optimizer and every evaluation stay float32); see ncmse.train
+    precision: str = "fp32"
     seed: int = 0
     nc_epochs: tuple[int, ...] = field(default=())   # epochs (1-based) at which NC is measured; the last always
 
@@ -102,6 +105,8 @@ class RunConfig:
                              "images replace the test split)")
         if self.mse_convention not in ("torch", "sample"):
             raise ValueError(f"unknown mse_convention {self.mse_convention!r}; expected 'torch' or 'sample'")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; expected one of {', '.join(PRECISIONS)}")
         if self.optimizer not in ("sgd", "adam"):
             raise ValueError(f"unknown optimizer {self.optimizer!r}; expected 'sgd' or 'adam'")
         if self.schedule not in ("step", "cosine", "none"):
@@ -132,23 +137,43 @@ class RunConfig:
         return dataclasses.replace(self, **changes)
 
 
-def d_grid(profile: str) -> tuple[int, ...]:
-    """Feature dimensions of the d-sweep: dense around K−1 = 9 at ``cpu``; the paper's at ``paper``."""
-    grids = {"smoke": (4, 9, 16), "cpu": (2, 4, 6, 8, 9, 10, 16, 64), "paper": (5, 8, 9, 10, 512)}
-    return grids[check_profile(profile)]
+def _check_study(study: str) -> str:
+    if study not in STUDIES:
+        raise ValueError(f"unknown study {study!r}; expected one of {', '.join(STUDIES)}")
+    return study
 
 
-def profile_config(profile: str, **changes) -> RunConfig:
-    """The base configuration of a profile: ``paper`` is the paper's d-sweep setting —
-    CIFAR-10, ResNet18, SGD momentum 0.9, lr 0.05, batch 128, weight decay 5e-4, 200 epochs, lr × 0.1
-    every 40 epochs, crop + flip, seed 6; ``cpu`` is Fashion-MNIST with an MLP, 15 epochs on 1,000
-    images a class; ``smoke`` a few hundred images and two epochs."""
+def d_grid(profile: str, study: str = "deep") -> tuple[int, ...]:
+    """Feature dimensions of a study's d-sweep.  ``deep`` (chapter "Deep networks"): dense around
+    K−1 = 9 at ``cpu``, the paper's at ``paper``; ``cifar10`` (chapter "CIFAR-10"): one d below K−1
+    and one above at ``smoke`` and ``cpu``, the paper's at ``paper``."""
+    grids = {"deep": {"smoke": (4, 9, 16), "cpu": (2, 4, 6, 8, 9, 10, 16, 64), "paper": (5, 8, 9, 10, 512)},
+             "cifar10": {"smoke": (4, 16), "cpu": (4, 16), "paper": (5, 8, 9, 10, 512)}}
+    return grids[_check_study(study)][check_profile(profile)]
+
+
+def profile_config(profile: str, study: str = "deep", **changes) -> RunConfig:
+    """The base configuration of a study at a profile.
+
+    ``paper`` (both studies) is the paper's d-sweep setting — CIFAR-10, ResNet18, SGD momentum 0.9,
+    lr 0.05, batch 128, weight decay 5e-4, 200 epochs, lr × 0.1 every 40 epochs, crop + flip, seed 6,
+    fp32.  Study ``deep`` at ``cpu`` is Fashion-MNIST with an MLP, 15 epochs on 1,000 images a class;
+    study ``cifar10`` at ``cpu`` is CIFAR-10 with the small CNN, 12 epochs on 500 images a class in
+    bf16 autocast (``benchmarks/precision_check.py`` compared it with fp32 side by side); ``smoke`` is a
+    few hundred images and two epochs."""
     check_profile(profile)
+    _check_study(study)
     if profile == "paper":
         base = RunConfig(dataset="cifar10", model="resnet18", d=512, n_per_class=None, epochs=200, batch_size=128,
                          optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4, schedule="step",
                          step_every=40, gamma=0.1, augment=True, seed=6,
                          nc_epochs=(1, 5) + tuple(range(10, 201, 10)))
+    elif study == "cifar10":
+        sizes = (dict(n_per_class=500, test_per_class=500, epochs=12, batch_size=128, nc_epochs=(2, 6))
+                 if profile == "cpu" else dict(n_per_class=20, test_per_class=20, epochs=2, batch_size=64,
+                                               nc_epochs=(1,)))
+        base = RunConfig(dataset="cifar10", model="cnn", d=16, lr=0.05, schedule="cosine", precision="bf16",
+                         **sizes)
     elif profile == "cpu":
         base = RunConfig(dataset="fashion_mnist", model="mlp", d=16, n_per_class=1000, test_per_class=500,
                          epochs=15, batch_size=128, lr=0.05, schedule="cosine", nc_epochs=(1, 2, 3, 5, 7, 10))
@@ -178,6 +203,20 @@ _STUDY = {
 }
 
 
-def study_settings(profile: str) -> MappingProxyType:
-    """Read-only sizes of the deep-network study at ``profile`` (the comment above :data:`_STUDY`)."""
-    return MappingProxyType(dict(_STUDY[check_profile(profile)]))
+# The study of the chapter "CIFAR-10" (book/cifar10.md): the same keys.  It trains MSE, CE and the
+# rescaled MSE that the chapter "Deep networks" chose on held-out data (sweep_rescaled "deep"), with no
+# rescaled sweeps and no linear runs of its own; its learning rates are tuned on held-out CIFAR-10
+# training images on each side of K−1.  At ``paper`` its runs are the deep study's own (the same keys).
+_CIFAR10 = {
+    "smoke": dict(seeds=(0, 1), lrs=(0.05, 0.2), tune_ds=(4, 16), holdout_per_class=10, alphas=(), Ms=(),
+                  rescaled_ds=(), sweep_rescaled="deep", nc_ds=(4, 16), geometry_d=4, linear_seeds=()),
+    "cpu": dict(seeds=(0, 1), lrs=(0.05, 0.2), tune_ds=(4, 16), holdout_per_class=200, alphas=(), Ms=(),
+                rescaled_ds=(), sweep_rescaled="deep", nc_ds=(4, 16), geometry_d=4, linear_seeds=()),
+    "paper": dict(_STUDY["paper"], alphas=(), Ms=(), rescaled_ds=(), sweep_rescaled="deep", linear_seeds=()),
+}
+
+
+def study_settings(profile: str, study: str = "deep") -> MappingProxyType:
+    """Read-only sizes of a study at ``profile`` (the comments above :data:`_STUDY` and :data:`_CIFAR10`)."""
+    table = {"deep": _STUDY, "cifar10": _CIFAR10}[_check_study(study)]
+    return MappingProxyType(dict(table[check_profile(profile)]))

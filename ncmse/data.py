@@ -727,6 +727,8 @@ class TensorLoader:
         self._scale = (1.0 / (255.0 * std)).to(device=self.device, dtype=dtype)[None, :, None, None]
         self._shift = (-mean / std).to(device=self.device, dtype=dtype)[None, :, None, None]
         self.epoch = 0
+        # torch.channels_last for convolutional models (ncmse.train): the batches' memory layout
+        self.memory_format = torch.contiguous_format
 
     def set_epoch(self, epoch: int) -> None:
         """Make the next pass epoch ``epoch`` (its permutation and augmentation)."""
@@ -759,7 +761,8 @@ class TensorLoader:
             if self.augment:
                 sl = slice(i * B, (i + 1) * B)
                 x = crop_flip(x, offsets[0, sl], offsets[1, sl], flips[sl], self.padding)
-            yield x.to(self.dtype) * self._scale + self._shift, self.y[idx]
+            x = x.to(self.dtype) * self._scale + self._shift
+            yield x.contiguous(memory_format=self.memory_format), self.y[idx]
 
     def __repr__(self) -> str:
         return (f"TensorLoader({self.source}, N={self.x.shape[0]}, batch_size={self.batch_size}, "

@@ -23,7 +23,7 @@ import torch
 
 from . import etf
 
-__all__ = ["class_mean_geometry", "class_mean_geometries", "GeometrySummary"]
+__all__ = ["class_mean_geometry", "class_mean_geometries", "GeometrySummary", "geometry_table"]
 
 
 def class_mean_geometry(result: dict) -> dict:
@@ -159,3 +159,14 @@ class GeometrySummary:
                          f"{agree}/{len(g['lost'])}", g["test_accuracy_total"]))
         rows += [(label, seed, math.nan, why, "", "", math.nan) for seed, why in self.skipped]
         return rows
+
+
+def geometry_table(geometry: dict, classes) -> str:
+    """One row per run of every loss in ``geometry`` (a label or ``ncmse.study.Variant`` →
+    :class:`GeometrySummary`), as Markdown: the projector error, the classes lost in the network and
+    as the UFM predicts given S, how many classes agree, the test accuracy."""
+    from .plotting import markdown_table
+
+    rows = [row for v, g in geometry.items() for row in g.table_rows(getattr(v, "label", str(v)), classes)]
+    return markdown_table(rows, ["loss", "seed", "‖G − P_S‖ / ‖P_S‖", "lost (network)", "lost (UFM, given S)",
+                                 "agree", "test acc"], formats=[None, None, ".3f", None, None, None, ".3f"])

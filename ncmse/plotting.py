@@ -11,7 +11,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
 
-__all__ = ["use_style", "PALETTE", "FIGSIZE", "gram_heatmap", "subplots", "figure", "markdown_table", "draw_frame"]
+__all__ = ["use_style", "PALETTE", "FIGSIZE", "gram_heatmap", "subplots", "figure", "markdown_table", "draw_frame",
+           "accuracy_against_d", "per_class_accuracy"]
 
 PALETTE = sns.color_palette("colorblind")
 FIGSIZE = (6.4, 3.6)
@@ -132,3 +133,40 @@ def draw_frame(ax, V, *, lost=None, label_points: bool = True):
     ax.set_ylabel("feature 2")
     if dim == 3:
         ax.set_zlabel("feature 3")
+
+
+def accuracy_against_d(ax, sweep: dict, variants, grid, *, metric: str = "test", K: int = 10) -> None:
+    """Seed-mean ``metric`` ("test" or "train") accuracy against the feature dimension, one line per
+    loss of ``variants`` (``ncmse.study.Variant``), bars one standard deviation, a dashed line at
+    d = K − 1 and a log axis ticked at the d's of ``grid`` (chapters "Deep networks" and "CIFAR-10").
+    ``sweep`` maps (variant, d) to a pooled row of ``ncmse.study.pool_seeds``."""
+    for i, v in enumerate(variants):
+        m = [sweep[(v, d)][f"{metric}_mean"] for d in grid]
+        s = [sweep[(v, d)][f"{metric}_std"] for d in grid]
+        ax.errorbar(grid, m, yerr=s, marker="o", ms=4, capsize=3, color=PALETTE[i], label=v.label)
+    ax.axvline(K - 1, color="0.5", ls="--", lw=1)
+    ax.set(xscale="log", xlabel="feature dimension d", ylabel=f"{metric} accuracy")
+    ax.set_xticks(grid, [str(d) for d in grid])
+    ax.minorticks_off()
+
+
+def per_class_accuracy(ax, geometry: dict, classes, *, counted=None) -> None:
+    """Per-class test accuracy as bars (mean over runs) with each run as a dot, one colour per loss of
+    ``geometry`` (variant → ``ncmse.mean_geometry.GeometrySummary``), and above each class the number
+    of runs of ``counted`` (a variant; default the first) in which the UFM, given the network's
+    subspace, predicts that class to lose the argmax (chapters "Deep networks" and "CIFAR-10")."""
+    K = len(classes)
+    x = np.arange(K)
+    width = 0.8 / len(geometry)
+    for i, (v, g) in enumerate(geometry.items()):
+        acc = g.test_accuracy.numpy()                           # (runs, K)
+        offset = (i - (len(geometry) - 1) / 2) * width
+        ax.bar(x + offset, acc.mean(0) if len(acc) else np.zeros(K), width=width, color=PALETTE[i], label=v.label)
+        for a in acc:
+            ax.plot(x + offset, a, "o", ms=3, color="0.2")
+    counts = geometry[counted if counted is not None else next(iter(geometry))].predicted_lost_counts.tolist()
+    for k, count in enumerate(counts):
+        ax.annotate(str(count), (k, 1.02), ha="center", fontsize="small")
+    ax.set_xticks(x, classes, rotation=30, ha="right")
+    ax.set(ylabel="test accuracy", ylim=(0, 1.1))
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), ncols=len(geometry))

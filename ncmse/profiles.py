@@ -13,10 +13,15 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-__all__ = ["PROFILES", "DEFAULT_PROFILE", "check_profile", "settings", "describe"]
+__all__ = ["PROFILES", "DEFAULT_PROFILE", "STUDIES", "PRECISIONS", "check_profile", "settings", "describe"]
 
 PROFILES = ("smoke", "cpu", "paper")
 DEFAULT_PROFILE = "cpu"
+# The studies of deep-network runs (ncmse.config.study_settings): "deep" for the chapter "Deep networks",
+# "cifar10" for the chapter "CIFAR-10"; and the numerical precisions of training (RunConfig.precision).
+# Here, not in ncmse.config, so that the command line can name them without importing torch.
+STUDIES = ("deep", "cifar10")
+PRECISIONS = ("fp32", "bf16")
 
 _SETTINGS = {
     # Chapter "Global optimality for d ≥ K−1" (book/ufm_global_optimality.md).

@@ -32,13 +32,14 @@ from . import etf
 from .config import RunConfig, d_grid, profile_config, study_settings
 from .executors import Executor, sweep
 from .experiments import ROOT, ResultsCache
-from .mean_geometry import GeometrySummary
+from .mean_geometry import GeometrySummary, geometry_table
 from .profiles import PROFILES
 
 __all__ = ["StudyResults", "run_study", "Variant", "MSE", "CE", "rescaled_variants", "LRChoice", "tuning_configs",
-           "tune_lr", "pick_rescaled", "configs", "history_band", "group_seeds", "pool_seeds", "compare", "recovery",
-           "Verdict", "verdict", "StudySummary", "NCSummary", "RescaledSummary", "LinearSummary", "RunTotals",
-           "projected_etf_nc2", "paper_gpu_hours", "Plan", "plan"]
+           "tune_lr", "pick_rescaled", "configs", "history_band", "group_seeds", "pool_seeds", "compare",
+           "clear_gap", "recovery", "Verdict", "verdict", "StudySummary", "NCSummary", "RescaledSummary",
+           "LinearSummary", "RunTotals",
+           "projected_etf_nc2", "paper_gpu_hours", "Plan", "plan", "deep_rescaled"]
 
 
 @dataclass(frozen=True)
@@ -228,11 +229,25 @@ def compare(pooled: list[dict], a: Variant, b: Variant, *, K: int, metric: str =
         if (a, d) not in by or (b, d) not in by or not (by[(a, d)]["n"] and by[(b, d)]["n"]):
             continue                  # missing, or every seed diverged
         ra, rb = by[(a, d)], by[(b, d)]
-        gap = rb[f"{metric}_mean"] - ra[f"{metric}_mean"]
-        se = math.sqrt(ra[f"{metric}_std"] ** 2 / ra["n"] + rb[f"{metric}_std"] ** 2 / rb["n"])
-        out.append({"d": d, "below": d < K - 1, "a": ra[f"{metric}_mean"], "b": rb[f"{metric}_mean"],
-                    "gap": gap, "se": se, "clear": abs(gap) > max(2 * se, min_gap)})
+        out.append({"d": d, "below": d < K - 1,
+                    **clear_gap(ra[f"{metric}_values"], rb[f"{metric}_values"], min_gap=min_gap)})
     return out
+
+
+def clear_gap(a_values, b_values, *, min_gap: float = 0.01) -> dict:
+    """The book's rule for two sets of values over seeds (accuracies of a and of b): their means ``a``,
+    ``b``, the ``gap`` b − a, its standard error ``se`` (sample standard deviations; 0 for one value)
+    and whether it is ``clear``: larger than both 2 standard errors and ``min_gap``."""
+    def mean_sd(v):
+        v = [float(x) for x in v]
+        if not v:
+            raise ValueError("clear_gap needs at least one value on each side")
+        m = sum(v) / len(v)
+        return m, (math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else 0.0), len(v)
+
+    (ma, sa, na), (mb, sb, nb) = mean_sd(a_values), mean_sd(b_values)
+    gap, se = mb - ma, math.sqrt(sa ** 2 / na + sb ** 2 / nb)
+    return {"a": ma, "b": mb, "gap": gap, "se": se, "clear": abs(gap) > max(2 * se, min_gap)}
 
 
 @dataclass(frozen=True)
@@ -288,7 +303,7 @@ def verdict(comparison: list[dict]) -> Verdict:
 
 @dataclass
 class StudyResults:
-    """Everything the chapter "Deep networks" trains at one profile (see :func:`run_study`)."""
+    """Everything a chapter's study ("Deep networks", "CIFAR-10") trains at one profile (see :func:`run_study`)."""
 
     profile: str
     settings: dict
@@ -301,6 +316,7 @@ class StudyResults:
     runs: list               # MSE, CE, rmse × grid × seeds (feature ReLU)
     rescaled_runs: list      # rescaled × rescaled_ds × seeds
     linear_runs: list        # MSE, CE × grid × linear_seeds without the feature ReLU
+    study: str = "deep"      # ncmse.config.STUDIES
 
     @property
     def all_runs(self) -> list:
@@ -335,33 +351,53 @@ class StudyResults:
         return StudySummary(self)
 
 
-def run_study(profile: str, *, cache: ResultsCache | None = None, device=None, progress: bool = True,
-              data_root=None, grid=None, overrides: dict | None = None, executor: Executor | None = None,
-              **base_changes) -> StudyResults:
-    """Tune, then train (or read from the cache) every run of the chapter at ``profile``, stage by stage:
-    the learning-rate tuning, then every test run at the chosen rates.  ``executor``: where runs train
-    (``ncmse.executors``; default from the environment, sequential unless ``NCMSE_EXECUTOR`` says
-    otherwise).  ``grid``, ``overrides`` (of ``ncmse.config.study_settings(profile)``) and
-    ``base_changes`` (of the base :class:`RunConfig`) shrink it for checks; the chapter uses none."""
-    S = {**study_settings(profile), **(overrides or {})}
-    base = profile_config(profile, **base_changes)
-    grid = tuple(grid or d_grid(profile))
+def run_study(profile: str, *, study: str = "deep", cache: ResultsCache | None = None, device=None,
+              progress: bool = True, data_root=None, grid=None, overrides: dict | None = None,
+              executor: Executor | None = None, **base_changes) -> StudyResults:
+    """Tune, then train (or read from the cache) every run of a chapter's study at ``profile``, stage by
+    stage: the learning-rate tuning, then every test run at the chosen rates.  ``study``: "deep" (the
+    chapter "Deep networks") or "cifar10" (the chapter "CIFAR-10"; its rescaled MSE is the one the deep
+    study chose, :func:`deep_rescaled`).  ``executor``: where runs train (``ncmse.executors``; default
+    from the environment, sequential unless ``NCMSE_EXECUTOR`` says otherwise).  ``grid``,
+    ``overrides`` (of ``ncmse.config.study_settings(profile, study)``) and ``base_changes`` (of the base
+    :class:`RunConfig`) shrink it for checks; the chapters use none."""
+    S = {**study_settings(profile, study), **(overrides or {})}
+    base = profile_config(profile, study, **base_changes)
+    grid = tuple(grid or d_grid(profile, study))
     K = 10                                           # MNIST, Fashion-MNIST and CIFAR-10
     kw = dict(cache=cache, progress=progress, data_root=data_root, device=device, executor=executor)
     rescaled = [v for v in rescaled_variants(S["alphas"], S["Ms"]) if v != MSE]
-    choices = tune_lr(base, [MSE, CE, *rescaled], lrs=S["lrs"], ds=S["tune_ds"],
-                      holdout_per_class=S["holdout_per_class"], **kw)
-    rmse = pick_rescaled(choices, fixed=S["sweep_rescaled"])
-    if rmse not in choices:
-        choices[rmse] = tune_lr(base, [rmse], lrs=S["lrs"], ds=S["tune_ds"],
-                                holdout_per_class=S["holdout_per_class"], **kw)[rmse]
+    if S["sweep_rescaled"] == "deep":
+        rmse = deep_rescaled(profile, **kw)
+        choices = tune_lr(base, [MSE, CE, rmse], lrs=S["lrs"], ds=S["tune_ds"],
+                          holdout_per_class=S["holdout_per_class"], **kw)
+    else:
+        choices = tune_lr(base, [MSE, CE, *rescaled], lrs=S["lrs"], ds=S["tune_ds"],
+                          holdout_per_class=S["holdout_per_class"], **kw)
+        rmse = pick_rescaled(choices, fixed=S["sweep_rescaled"])
+        if rmse not in choices:
+            choices[rmse] = tune_lr(base, [rmse], lrs=S["lrs"], ds=S["tune_ds"],
+                                    holdout_per_class=S["holdout_per_class"], **kw)[rmse]
     # the test runs depend only on the chosen rates: one stage, so that parallel workers stay busy
     stage = [configs(base, choices, [MSE, CE, rmse], ds=grid, seeds=S["seeds"], K=K),
              configs(base, choices, rescaled, ds=S["rescaled_ds"], seeds=S["seeds"], K=K),
              configs(base, choices, [MSE, CE], ds=grid, seeds=S["linear_seeds"], K=K, feature_relu=False)]
     done = sweep([c for part in stage for c in part], **kw)
     runs, rescaled_runs, linear_runs = (done[sum(map(len, stage[:i])):sum(map(len, stage[:i + 1]))] for i in range(3))
-    return StudyResults(profile, S, base, K, grid, choices, rescaled, rmse, runs, rescaled_runs, linear_runs)
+    return StudyResults(profile, S, base, K, grid, choices, rescaled, rmse, runs, rescaled_runs, linear_runs,
+                        study=study)
+
+
+def deep_rescaled(profile: str, **kw) -> Variant:
+    """The rescaled MSE of the chapter "Deep networks"' d-sweep at ``profile``: the one its profile names,
+    else the one chosen on held-out data by its tuning (read from the cache, trained where missing);
+    ``kw``: cache, progress, data_root, device, executor as for :func:`run_study`."""
+    S = study_settings(profile, "deep")
+    if S["sweep_rescaled"] is not None:
+        return pick_rescaled({}, fixed=S["sweep_rescaled"])
+    rescaled = [v for v in rescaled_variants(S["alphas"], S["Ms"]) if v != MSE]
+    return pick_rescaled(tune_lr(profile_config(profile, "deep"), rescaled, lrs=S["lrs"], ds=S["tune_ds"],
+                                 holdout_per_class=S["holdout_per_class"], **kw))
 
 
 # ------------------------------------------------------------------ the chapter's summary
@@ -391,19 +427,24 @@ class Plan:
 TRAIN_SPLIT_SIZE = {"mnist": 60_000, "fashion_mnist": 60_000, "cifar10": 50_000}
 
 
-def plan(profile: str) -> Plan:
+def plan(profile: str, study: str = "deep") -> Plan:
     """The :class:`Plan` of :func:`run_study` at ``profile``.  The count does not depend on which
     learning rates the tuning picks: each (loss, side of K−1) gets one rate, so every test run is one
-    configuration, and the d-sweep's rescaled MSE is one of the rescaled sweeps' variants."""
-    S = study_settings(profile)
-    base = profile_config(profile)
-    grid = d_grid(profile)
+    configuration, and the d-sweep's rescaled MSE is one of the rescaled sweeps' variants (the
+    ``cifar10`` study tunes the one of the deep study, which it does not count)."""
+    S = study_settings(profile, study)
+    base = profile_config(profile, study)
+    grid = d_grid(profile, study)
     rescaled = [v for v in rescaled_variants(S["alphas"], S["Ms"]) if v != MSE]
-    variants = [MSE, CE, *rescaled]
+    if S["sweep_rescaled"] == "deep":
+        rmse = Variant("rmse", 2.0, 2.0)              # a stand-in: which one does not change the count
+        variants = [MSE, CE, rmse]
+    else:
+        variants = [MSE, CE, *rescaled]
+        rmse = Variant("rmse", *map(float, S["sweep_rescaled"])) if S["sweep_rescaled"] is not None else rescaled[0]
     lrs = sorted(float(lr) for lr in S["lrs"])
-    tuning = 0 if len(lrs) == 1 else len(variants) * len(lrs) * len(S["tune_ds"])
+    tuning = 0 if len(lrs) == 1 else len(set(variants) | {rmse}) * len(lrs) * len(S["tune_ds"])
     choices = {v: LRChoice(v, {0: lrs[0]}, {}, (), False) for v in variants}
-    rmse = Variant("rmse", *map(float, S["sweep_rescaled"])) if S["sweep_rescaled"] is not None else rescaled[0]
     choices.setdefault(rmse, LRChoice(rmse, {0: lrs[0]}, {}, (), False))
     test = {c.key() for c in [*configs(base, choices, [MSE, CE, rmse], ds=grid, seeds=S["seeds"]),
                               *configs(base, choices, rescaled, ds=S["rescaled_ds"], seeds=S["seeds"]),
@@ -650,10 +691,7 @@ class StudySummary:
     def geometry_table(self) -> str:
         """One row per run of :attr:`geometry` (Markdown): the projector error, the classes lost in the
         network and as the UFM predicts given S, how many classes agree, the test accuracy."""
-        from .plotting import markdown_table
-        rows = [row for v, g in self.geometry.items() for row in g.table_rows(v.label, self.classes)]
-        return markdown_table(rows, ["loss", "seed", "‖G − P_S‖ / ‖P_S‖", "lost (network)", "lost (UFM, given S)",
-                                     "agree", "test acc"], formats=[None, None, ".3f", None, None, None, ".3f"])
+        return geometry_table(self.geometry, self.classes)
 
     # --------------------------------------------------------- rescaled MSE
 

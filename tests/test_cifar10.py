@@ -1,0 +1,181 @@
+"""The chapter "CIFAR-10": its study's settings, bf16 and channels-last training, the clear-gap rule on raw
+values, and the archive of committed GPU results (ncmse.config, ncmse.train, ncmse.study, ncmse.archive)."""
+
+import json
+import math
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+import ncmse.study as study
+from ncmse import archive
+from ncmse.__main__ import main
+from ncmse.config import RunConfig, d_grid, profile_config, study_settings
+from ncmse.experiments import ResultsCache
+from ncmse.study import CE, MSE, Variant
+from ncmse.train import train
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA_ROOT = Path(os.environ.get("NCMSE_DATA_ROOT", SHARED))
+needs_cifar = pytest.mark.skipif(not (DATA_ROOT / "cifar10-jpeg").exists() and
+                                 not (DATA_ROOT / "cifar-10-batches-py").exists(),
+                                 reason=f"CIFAR-10 not found under {DATA_ROOT}")
+needs_fashion = pytest.mark.skipif(not (DATA_ROOT / "FashionMNIST" / "raw").exists(),
+                                   reason=f"Fashion-MNIST not found under {DATA_ROOT}")
+
+
+@pytest.mark.parametrize("profile", ["smoke", "cpu", "paper"])
+def test_cifar10_study_settings_are_consistent(profile):
+    S, grid, K = study_settings(profile, "cifar10"), d_grid(profile, "cifar10"), 10
+    base = profile_config(profile, "cifar10")
+    assert base.dataset == "cifar10" and min(grid) < K - 1 <= max(grid)
+    assert S["sweep_rescaled"] == "deep" and not S["alphas"] and not S["linear_seeds"]
+    assert S["geometry_d"] in grid and S["geometry_d"] < K - 1 and set(S["nc_ds"]) <= set(grid)
+    assert len(S["seeds"]) >= 2                                          # error bars
+    if len(S["lrs"]) > 1:
+        assert min(S["tune_ds"]) < K - 1 <= max(S["tune_ds"]) and S["holdout_per_class"]
+    if profile == "paper":        # the paper's own runs: those of the deep study at paper, the same keys
+        assert base == profile_config("paper") and grid == d_grid("paper") and base.precision == "fp32"
+    else:
+        assert base.model == "cnn"
+
+
+def test_unknown_study_and_precision_are_refused():
+    with pytest.raises(ValueError, match="unknown study"):
+        study_settings("cpu", "imagenet")
+    with pytest.raises(ValueError, match="unknown precision"):
+        RunConfig(precision="fp16")
+    assert RunConfig(precision="bf16").key() != RunConfig().key()       # part of the cache key
+
+
+def test_cifar10_runs_at_paper_are_the_deep_studys_runs(monkeypatch):
+    seen = {"deep": set(), "cifar10": set()}
+    current = {}
+
+    def fake_sweep(configs, **kw):
+        seen[current["study"]].update(c.key() for c in configs)
+        return [{"config": c.to_dict(), "evaluated_on": "test", "diverged": None, "test": {"accuracy": 0.5},
+                 "cached": False} for c in configs]
+
+    monkeypatch.setattr(study, "sweep", fake_sweep)
+    for name in ("deep", "cifar10"):
+        current["study"] = name
+        R = study.run_study("paper", study=name, progress=False)
+    assert seen["cifar10"] < seen["deep"]                              # a subset: read from the same cache
+    assert R.rmse == Variant("rmse", 1.0, 5.0)                         # the deep study's fixed rescaling
+
+
+def test_clear_gap_is_the_rule_of_compare():
+    c = study.clear_gap([0.50, 0.52], [0.60, 0.62])
+    assert c["gap"] == pytest.approx(0.10) and c["clear"]
+    assert c["se"] == pytest.approx(math.sqrt(2 * 0.0002 / 2))
+    assert not study.clear_gap([0.50], [0.505])["clear"]                # under one point
+    assert not study.clear_gap([0.40, 0.60], [0.45, 0.65])["clear"]      # under two standard errors
+    with pytest.raises(ValueError):
+        study.clear_gap([], [0.5])
+
+
+@needs_cifar
+def test_bf16_channels_last_training_on_cifar10(tmp_path):
+    base = profile_config("smoke", "cifar10", d=4, epochs=1, nc_epochs=(), n_per_class=8, test_per_class=4)
+    assert base.precision == "bf16"
+    r16 = train(base, device="cpu", progress=False, data_root=DATA_ROOT)
+    r32 = train(base.replace(precision="fp32"), device="cpu", progress=False, data_root=DATA_ROOT)
+    for r in (r16, r32):
+        assert r["diverged"] is None and 0 <= r["test"]["accuracy"] <= 1
+        assert all(math.isfinite(x) for row in r["W"] for x in row)
+    # the weights are trained in float32 either way, and the two precisions do differ
+    assert r16["W"] != r32["W"]
+    assert r16["data_source"].startswith("CIFAR-10")
+
+
+@needs_cifar
+def test_bf16_run_resumes_exactly(tmp_path):
+    config = profile_config("smoke", "cifar10", d=4, epochs=2, nc_epochs=(), n_per_class=8, test_per_class=4)
+    ckpt = tmp_path / "run.pt"
+    first = train(config, device="cpu", progress=False, data_root=DATA_ROOT, checkpoint=ckpt, stop_after=1)
+    assert first["complete"] is False
+    resumed = train(config, device="cpu", progress=False, data_root=DATA_ROOT, checkpoint=ckpt)
+    straight = train(config, device="cpu", progress=False, data_root=DATA_ROOT)
+    assert resumed["W"] == straight["W"] and resumed["test"] == straight["test"]
+
+
+def _result(variant, d, seed, acc, *, classes=10, device="cuda:0"):
+    """A complete result in the shape of ncmse.train.train's, with made-up numbers (archive tests)."""
+    c = variant.config(profile_config("paper"), d=d, seed=seed)
+    g = torch.Generator().manual_seed(seed * 100 + d)
+    means = torch.randn(classes, d, generator=g, dtype=torch.float64)
+    return {"config": c.to_dict(), "complete": True, "history": [], "evaluated_on": "test",
+            "classes": [f"class{k}" for k in range(classes)], "data_source": "CIFAR-10", "diverged": None,
+            "train": {"accuracy": acc, "per_class_accuracy": [acc] * classes, "live_units": d,
+                      "class_means": means.tolist(), "global_mean": means.mean(0).tolist()},
+            "test": {"accuracy": acc, "per_class_accuracy": [acc] * classes},
+            "W": means.tolist(), "b": [0.0] * classes, "cached": True,
+            "provenance": {"device": device, "torch": "2.x", "git": "abc1234", "finished": "2026-12-01 10:00:00 UTC",
+                           "wall_seconds": 3600.0, "machine": "GPU X"}}
+
+
+def test_archive_round_trip_and_tables(tmp_path):
+    assert archive.load("cifar10", tmp_path) == []                     # no folder: nothing, no error
+    runs = [_result(v, d, s, acc) for v, acc in ((MSE, 0.6), (CE, 0.8)) for d in (5, 512) for s in (6, 7)]
+    written = archive.export(runs + runs[:1], "cifar10", tmp_path)       # a repeated run is written once
+    assert len(written) == len(runs) and all(p.parent == tmp_path / "cifar10" for p in written)
+    back = archive.load("cifar10", tmp_path)
+    assert len(back) == len(runs) and all("cached" not in r for r in back)
+    prov = archive.provenance_table(back)
+    assert "GPU X" in prov and "abc1234" in prov and "| 8 |" in prov and "8.00" in prov     # 8 runs × 1 h
+    acc = archive.accuracy_table(back)
+    assert "0.600 ± 0.000" in acc and "0.800 ± 0.000" in acc and "resnet18" in acc
+    comp = archive.comparison(back)
+    assert [r["d"] for r in comp] == [5, 512] and all(r["gap"] == pytest.approx(0.2) for r in comp)
+    assert "class0" in archive.geometry_table(back, 5) or "none" in archive.geometry_table(back, 5)
+    with pytest.raises(ValueError, match="no archived run"):
+        archive.geometry_table(back, 7)
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda p: p.write_text("{not json"), "not readable JSON"),
+    (lambda p: p.write_text(json.dumps({"complete": True})), "not a complete training result"),
+    (lambda p: p.rename(p.with_name("0000000000000000.json")), "not the key"),
+    (lambda p: p.write_text(json.dumps({**json.loads(p.read_text()), "provenance": {"device": "cuda"}})),
+     "provenance lacks"),
+])
+def test_archive_refuses_bad_files(tmp_path, damage, message):
+    (path,) = archive.export([_result(MSE, 5, 6, 0.5)], "cifar10", tmp_path)
+    damage(path)
+    with pytest.raises(archive.ArchiveError, match=message):
+        archive.load("cifar10", tmp_path)
+
+
+def test_archive_refuses_unknown_study(tmp_path):
+    with pytest.raises(ValueError, match="unknown study"):
+        archive.folder("imagenet", tmp_path)
+
+
+@needs_cifar
+@needs_fashion
+def test_study_command_exports_the_cifar10_runs(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(study, "run_study", _tiny_study(study.run_study))
+    code = main(["study", "--study", "cifar10", "--profile", "smoke", "--quiet", "--cache", str(tmp_path / "cache"),
+                 "--data-root", str(DATA_ROOT), "--export", str(tmp_path / "trained")])
+    out = capsys.readouterr().out
+    assert code == 0 and "study 'cifar10'" in out and "exported 2 runs" in out
+    back = archive.load("cifar10", tmp_path / "trained")
+    assert len(back) == 2 and {r["config"]["dataset"] for r in back} == {"cifar10"}
+
+
+def _tiny_study(real):
+    """run_study with one seed, MSE and CE only at one lr: the command's plumbing, in seconds."""
+    def tiny(profile, **kw):
+        R = real(profile, grid=(4,), overrides={"seeds": (0,), "lrs": (0.05,), "tune_ds": ()},
+                 n_per_class=8, test_per_class=4, epochs=1, nc_epochs=(), **kw)
+        R.runs = [r for r in R.runs if Variant.of(r["config"]) in (MSE, CE)]
+        return R
+    return tiny
+
+
+def test_results_cache_keys_differ_by_precision(tmp_path):
+    cache = ResultsCache(tmp_path)
+    assert cache.path(RunConfig(precision="bf16")) != cache.path(RunConfig())
