@@ -11,13 +11,16 @@ the two precisions are compared by the book's *clear gap* rule (``ncmse.study.cl
 than both two standard errors over seeds and one point is clear).  The verdict "bf16 is within seed
 noise of fp32" holds when no (loss, d) has a clear gap; the study's ``cpu`` profile trains in bf16
 only because it held.  Reported too: the training seconds of each run and the median bf16 / fp32
-ratio, and, for torch.compile, the first compiled step (the compile time) and the steady step time
-against eager bf16 steps, measured in the same process.  Timings belong here, never in tests.
+ratio, and, for torch.compile, the first compiled step less the first eager one (the compile time,
+with inductor's caches off: a cold compile) and the steady step time against eager bf16 steps,
+measured in the same process (``--compile-only`` reruns just that part into an existing report).
+Timings belong here, never in tests.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -39,10 +42,13 @@ from ncmse.train import train  # noqa: E402
 
 def _compile_check(base, steps: int) -> dict:
     """Seconds of the first step and the median steady step, eager against ``torch.compile``, bf16."""
+    import torch._inductor.config as inductor_config
+
     from ncmse.data import TensorLoader, load_dataset, subsample
     from ncmse.losses import loss_module
     from ncmse.models import build_model
 
+    inductor_config.force_disable_caches = True     # a cold compile, as in a fresh process on a new machine
     data = subsample(load_dataset("cifar10", "train"), base.n_per_class, seed=0)
     loader = TensorLoader(data, base.batch_size, seed=0)
     loader.memory_format = torch.channels_last
@@ -85,9 +91,18 @@ def main(argv=None) -> int:
     p.add_argument("--losses", nargs="+", default=["mse", "ce"], choices=["mse", "ce"])
     p.add_argument("--compile-steps", type=int, default=20, help="steps of the torch.compile check (0: skip)")
     p.add_argument("--out", default=None, help="folder for the JSON report (e.g. benchmarks/results)")
+    p.add_argument("--compile-only", action="store_true",
+                   help="rerun only the torch.compile check and update it in the report in --out")
     args = p.parse_args(argv)
     threads = configure()
     base = profile_config("cpu", "cifar10", nc_epochs=())
+    if args.compile_only:
+        if not args.out:
+            p.error("--compile-only updates the report in --out")
+        report = json.loads((Path(args.out) / "precision_cpu.json").read_text())
+        report["compile"] = _compile_check(base, args.compile_steps)
+        write_report(report, args.out, "precision_cpu.json", summary, "benchmarks/precision_check.py")
+        return 0
     runs = []
     for loss in args.losses:
         for d in args.ds:
