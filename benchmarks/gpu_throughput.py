@@ -18,8 +18,9 @@ arithmetic of a step does not depend on the pixels; the device machine carries n
 Then the best setting runs in 1, 2, 4 … processes at once on the same device (started together,
 timed over the same steps), and their images/s are added up.  Reported: steady images/s (median
 over timed windows after ``--warmup`` steps), the seconds to the first step, and the device-hours of
-each study's ``paper`` profile (``ncmse.study.plan``: runs × epochs × training images) at the best
-total rate — an extrapolation that leaves out evaluation passes, labelled so.  cuDNN autotuning is on
+both studies' ``paper`` profile and of the ``cifar10`` study's ``gpu`` profile (``ncmse.study.plan``:
+runs × epochs × training images) at the best total rate — an extrapolation that leaves out
+evaluation passes, labelled so.  cuDNN autotuning is on
 (``cudnn.benchmark``), as for runs that do not ask for bit-exact resumption.
 """
 
@@ -152,10 +153,10 @@ def main(argv=None) -> int:
         print(t, file=sys.stderr, flush=True)
     rate = max([best["images_per_s"]] + [t["total_images_per_s"] for t in together if t["total_images_per_s"]])
     projected = {}
-    for study_name in ("deep", "cifar10"):
-        pl = plan("paper", study_name)
-        projected[study_name] = {"runs": pl.runs, "image_epochs": pl.image_epochs,
-                                 "device_hours": pl.image_epochs / rate / 3600}
+    for study_name, profile in (("deep", "paper"), ("cifar10", "paper"), ("cifar10", "gpu")):
+        pl = plan(profile, study_name)
+        projected[f"{study_name} {profile}"] = {"runs": pl.runs, "image_epochs": pl.image_epochs,
+                                                "device_hours": pl.image_epochs / rate / 3600}
     report = {"device": name, "torch": torch.__version__, "batch": args.batch, "steps": args.steps,
               "warmup": args.warmup, "single": single, "concurrent": together, "best_images_per_s": rate,
               "projected_paper": projected}
@@ -170,7 +171,7 @@ def summary(r: dict) -> dict:
                        else f"{s['setting']} failed" for s in r["single"])
     conc = "; ".join(f"{t['runs']} at once {t['total_images_per_s']:.0f} img/s in total"
                      for t in r["concurrent"] if t["total_images_per_s"])
-    hours = "; ".join(f"{k} paper profile {v['device_hours']:.1f} device-hours ({v['runs']} runs)"
+    hours = "; ".join(f"study {k}: {v['device_hours']:.2f} device-hours ({v['runs']} runs)"
                       for k, v in r["projected_paper"].items())
     return {"what": f"ResNet18 training throughput at batch {r['batch']} (synthetic CIFAR-size images) by "
                     "precision, layout, compile and concurrent runs",

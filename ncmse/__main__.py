@@ -10,7 +10,7 @@ import os
 import signal
 import sys
 
-from .profiles import DEFAULT_PROFILE, PRECISIONS, PROFILES, STUDIES
+from .profiles import DEFAULT_PROFILE, GPU_PROFILE, PRECISIONS, PROFILES, STUDIES, STUDY_PROFILES
 
 INTERRUPTED = ("[ncmse] interrupted{how}: finished runs are cached under data/results; the run in progress "
                "resumes from its checkpoint in data/checkpoints when the same command runs again")
@@ -151,7 +151,9 @@ def _parser() -> argparse.ArgumentParser:
     st = sub.add_parser("study", help="train every run of a chapter's study ('Deep networks', 'CIFAR-10') at a profile "
                                       "into the results cache (on a GPU box, say), so that building the chapter "
                                       "trains nothing")
-    st.add_argument("--profile", choices=PROFILES, default=DEFAULT_PROFILE)
+    st.add_argument("--profile", choices=STUDY_PROFILES, default=DEFAULT_PROFILE,
+                    help=f"one of the book's profiles, or {GPU_PROFILE!r} (study cifar10 only: the paper's network "
+                         "and data on a schedule for one GPU)")
     st.add_argument("--study", choices=STUDIES, default="deep",
                     help="deep: the chapter 'Deep networks' (default); cifar10: the chapter 'CIFAR-10'")
     st.add_argument("--export", nargs="?", const="", metavar="DIR",

@@ -20,7 +20,7 @@ import numpy as np
 
 from .checks import as_float, as_int
 from .models import MODELS
-from .profiles import PRECISIONS, STUDIES, check_profile
+from .profiles import GPU_PROFILE, PRECISIONS, STUDIES, check_profile
 
 __all__ = ["DATASETS", "PRECISIONS", "RunConfig", "STUDIES", "d_grid", "profile_config", "study_settings"]
 
@@ -137,9 +137,17 @@ class RunConfig:
         return dataclasses.replace(self, **changes)
 
 
-def _check_study(study: str) -> str:
+def _check_study(study: str, profile: str | None = None) -> str:
+    """``study`` if known; with ``profile``, also check that the study has it (the ``gpu`` profile
+    belongs to the study ``cifar10`` alone)."""
     if study not in STUDIES:
         raise ValueError(f"unknown study {study!r}; expected one of {', '.join(STUDIES)}")
+    if profile == GPU_PROFILE:
+        if study != "cifar10":
+            raise ValueError(f"the {GPU_PROFILE!r} profile belongs to the study 'cifar10' (--study cifar10), "
+                             f"not to {study!r}")
+    elif profile is not None:
+        check_profile(profile)
     return study
 
 
@@ -148,8 +156,8 @@ def d_grid(profile: str, study: str = "deep") -> tuple[int, ...]:
     K−1 = 9 at ``cpu``, the paper's at ``paper``; ``cifar10`` (chapter "CIFAR-10"): one d below K−1
     and one above at ``smoke`` and ``cpu``, the paper's at ``paper``."""
     grids = {"deep": {"smoke": (4, 9, 16), "cpu": (2, 4, 6, 8, 9, 10, 16, 64), "paper": (5, 8, 9, 10, 512)},
-             "cifar10": {"smoke": (4, 16), "cpu": (4, 16), "paper": (5, 8, 9, 10, 512)}}
-    return grids[_check_study(study)][check_profile(profile)]
+             "cifar10": {"smoke": (4, 16), "cpu": (4, 16), "paper": (5, 8, 9, 10, 512), "gpu": (5, 8, 9, 10, 512)}}
+    return grids[_check_study(study, profile)][profile]
 
 
 def profile_config(profile: str, study: str = "deep", **changes) -> RunConfig:
@@ -160,10 +168,16 @@ def profile_config(profile: str, study: str = "deep", **changes) -> RunConfig:
     fp32.  Study ``deep`` at ``cpu`` is Fashion-MNIST with an MLP, 15 epochs on 1,000 images a class;
     study ``cifar10`` at ``cpu`` is CIFAR-10 with the small CNN, 12 epochs on 500 images a class in
     bf16 autocast (``benchmarks/precision_check.py`` compared it with fp32 side by side); ``smoke`` is a
-    few hundred images and two epochs."""
-    check_profile(profile)
-    _check_study(study)
-    if profile == "paper":
+    few hundred images and two epochs.  ``gpu`` (study ``cifar10`` only) is the paper's network and
+    data — ResNet18, all 50,000 images, crop + flip, lr 0.05 — for 15 epochs on a cosine schedule in bf16
+    autocast: a sweep of the paper's d's sized for one GPU in minutes (``benchmarks/gpu_throughput.py``
+    measures what it costs), whose runs reach the book through ``ncmse.archive``."""
+    _check_study(study, profile)
+    if profile == GPU_PROFILE:
+        base = RunConfig(dataset="cifar10", model="resnet18", d=512, n_per_class=None, epochs=15, batch_size=128,
+                         optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4, schedule="cosine",
+                         augment=True, precision="bf16", seed=0, nc_epochs=(1, 5, 10))
+    elif profile == "paper":
         base = RunConfig(dataset="cifar10", model="resnet18", d=512, n_per_class=None, epochs=200, batch_size=128,
                          optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4, schedule="step",
                          step_every=40, gamma=0.1, augment=True, seed=6,
@@ -213,10 +227,13 @@ _CIFAR10 = {
     "cpu": dict(seeds=(0, 1), lrs=(0.05, 0.2), tune_ds=(4, 16), holdout_per_class=200, alphas=(), Ms=(),
                 rescaled_ds=(), sweep_rescaled="deep", nc_ds=(4, 16), geometry_d=4, linear_seeds=()),
     "paper": dict(_STUDY["paper"], alphas=(), Ms=(), rescaled_ds=(), sweep_rescaled="deep", linear_seeds=()),
+    # one seed of each loss at the paper's d's, the paper's lr, the paper profile's rescaled MSE
+    "gpu": dict(seeds=(0,), lrs=(0.05,), tune_ds=(), holdout_per_class=None, alphas=(), Ms=(), rescaled_ds=(),
+                sweep_rescaled=_STUDY["paper"]["sweep_rescaled"], nc_ds=(5, 512), geometry_d=5, linear_seeds=()),
 }
 
 
 def study_settings(profile: str, study: str = "deep") -> MappingProxyType:
     """Read-only sizes of a study at ``profile`` (the comments above :data:`_STUDY` and :data:`_CIFAR10`)."""
-    table = {"deep": _STUDY, "cifar10": _CIFAR10}[_check_study(study)]
-    return MappingProxyType(dict(table[check_profile(profile)]))
+    table = {"deep": _STUDY, "cifar10": _CIFAR10}[_check_study(study, profile)]
+    return MappingProxyType(dict(table[profile]))

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import profile_config
-from .profiles import PROFILES, STUDIES
+from .profiles import GPU_PROFILE, PROFILES, STUDIES
 from .study import plan
 
 __all__ = ["Rate", "rates", "cost_rows", "cost_table", "precision_check"]
@@ -72,7 +72,7 @@ def cost_rows(results: Path = RESULTS) -> list[dict]:
     rows = []
     known = rates(results)
     for name in STUDIES:
-        for profile in PROFILES:
+        for profile in PROFILES + ((GPU_PROFILE,) if name == "cifar10" else ()):
             p = plan(profile, name)
             model = profile_config(profile, name).model
             matching = [r for r in known if r.model == model]

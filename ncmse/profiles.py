@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-__all__ = ["PROFILES", "DEFAULT_PROFILE", "STUDIES", "PRECISIONS", "check_profile", "settings", "describe"]
+__all__ = ["PROFILES", "DEFAULT_PROFILE", "STUDIES", "PRECISIONS", "GPU_PROFILE", "STUDY_PROFILES",
+           "check_profile", "settings", "describe"]
 
 PROFILES = ("smoke", "cpu", "paper")
 DEFAULT_PROFILE = "cpu"
@@ -22,6 +23,11 @@ DEFAULT_PROFILE = "cpu"
 # Here, not in ncmse.config, so that the command line can name them without importing torch.
 STUDIES = ("deep", "cifar10")
 PRECISIONS = ("fp32", "bf16")
+# A profile of the study "cifar10" alone, not of the book: the paper's network and data on a schedule
+# short enough for one GPU in minutes.  Its runs reach the book through the archive (ncmse.archive),
+# which the chapter "CIFAR-10" shows at every profile.
+GPU_PROFILE = "gpu"
+STUDY_PROFILES = PROFILES + (GPU_PROFILE,)
 
 _SETTINGS = {
     # Chapter "Global optimality for d ≥ K−1" (book/ufm_global_optimality.md).

@@ -21,7 +21,7 @@ def test_gpu_throughput_runs_on_cpu_at_smoke_size(tmp_path, monkeypatch, capsys)
     assert all(s["images_per_s"] > 0 and s["first_step_s"] > 0 for s in report["single"])
     (together,) = report["concurrent"]
     assert together["runs"] == 2 and len(together["per_run_images_per_s"]) == 2
-    for study in ("deep", "cifar10"):
-        p = report["projected_paper"][study]
+    assert set(report["projected_paper"]) == {"deep paper", "cifar10 paper", "cifar10 gpu"}
+    for p in report["projected_paper"].values():
         assert p["device_hours"] == p["image_epochs"] / report["best_images_per_s"] / 3600
     assert report["summary"]["script"] == "benchmarks/gpu_throughput.py"

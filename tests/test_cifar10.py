@@ -26,20 +26,32 @@ needs_fashion = pytest.mark.skipif(not (DATA_ROOT / "FashionMNIST" / "raw").exis
                                    reason=f"Fashion-MNIST not found under {DATA_ROOT}")
 
 
-@pytest.mark.parametrize("profile", ["smoke", "cpu", "paper"])
+@pytest.mark.parametrize("profile", ["smoke", "cpu", "paper", "gpu"])
 def test_cifar10_study_settings_are_consistent(profile):
     S, grid, K = study_settings(profile, "cifar10"), d_grid(profile, "cifar10"), 10
     base = profile_config(profile, "cifar10")
     assert base.dataset == "cifar10" and min(grid) < K - 1 <= max(grid)
-    assert S["sweep_rescaled"] == "deep" and not S["alphas"] and not S["linear_seeds"]
+    assert S["sweep_rescaled"] == ("deep" if profile != "gpu" else study_settings("paper")["sweep_rescaled"])
+    assert not S["alphas"] and not S["linear_seeds"]
     assert S["geometry_d"] in grid and S["geometry_d"] < K - 1 and set(S["nc_ds"]) <= set(grid)
-    assert len(S["seeds"]) >= 2                                          # error bars
+    assert len(S["seeds"]) >= 2 or profile == "gpu"                      # error bars (gpu: one seed, minutes)
     if len(S["lrs"]) > 1:
         assert min(S["tune_ds"]) < K - 1 <= max(S["tune_ds"]) and S["holdout_per_class"]
     if profile == "paper":        # the paper's own runs: those of the deep study at paper, the same keys
         assert base == profile_config("paper") and grid == d_grid("paper") and base.precision == "fp32"
+    elif profile == "gpu":        # the paper's network, data, augmentation and d's on a short schedule
+        paper = profile_config("paper")
+        assert (base.model, base.n_per_class, base.augment, grid) == (paper.model, None, True, d_grid("paper"))
+        assert base.epochs < paper.epochs and base.precision == "bf16"
     else:
         assert base.model == "cnn"
+
+
+def test_gpu_profile_is_the_cifar10_studys_alone(capsys):
+    with pytest.raises(ValueError, match="belongs to the study 'cifar10'"):
+        study_settings("gpu")
+    assert study.plan("gpu", "cifar10").test == 15 and study.plan("gpu", "cifar10").tuning == 0
+    assert main(["study", "--profile", "gpu"]) == 2 and "belongs to the study" in capsys.readouterr().err
 
 
 def test_unknown_study_and_precision_are_refused():

@@ -8,8 +8,9 @@ from ncmse import costs, study
 from ncmse.config import RunConfig
 
 
-@pytest.mark.parametrize("study_name", ["deep", "cifar10"])
-@pytest.mark.parametrize("profile", ["smoke", "cpu", "paper"])
+@pytest.mark.parametrize("study_name, profile", [("deep", "smoke"), ("deep", "cpu"), ("deep", "paper"),
+                                                 ("cifar10", "smoke"), ("cifar10", "cpu"), ("cifar10", "paper"),
+                                                 ("cifar10", "gpu")])
 def test_plan_counts_the_runs_that_run_study_submits(profile, study_name, monkeypatch):
     seen = {}
 
