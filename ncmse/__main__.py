@@ -1,5 +1,6 @@
 """Command line: ``python -m ncmse book [--profile cpu] [--chapters …] [--no-build]``; ``train``, ``sweep``
-and ``study`` (every run of the chapter "Deep networks") fill the results cache."""
+and ``study`` (every run of the chapter "Deep networks") fill the results cache; ``results`` writes it
+as one tidy table (``ncmse.results``)."""
 
 from __future__ import annotations
 
@@ -154,6 +155,14 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--cache", metavar="DIR", help=CACHE_HELP)
     _executor_options(st)
     st.add_argument("--quiet", action="store_true", help="no progress bars")
+    rs = sub.add_parser("results", help="every cached run as one row of a table (CSV on stdout, or --csv/--parquet "
+                                        "FILE); --history: one row per run and epoch (ncmse.results)")
+    rs.add_argument("--profile", choices=PROFILES, default=None, help="only the runs of this profile (default: all)")
+    rs.add_argument("--history", action="store_true", help="one row per (run, epoch) of the NC curves instead")
+    out = rs.add_mutually_exclusive_group()
+    out.add_argument("--csv", metavar="FILE", help="write a CSV file (default: CSV on stdout)")
+    out.add_argument("--parquet", metavar="FILE", help="write a Parquet file (pyarrow)")
+    rs.add_argument("--cache", metavar="DIR", help=CACHE_HELP)
     return parser
 
 
@@ -173,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "study":
             return _study(args)
+        if args.command == "results":
+            return _results(args)
         if args.command in ("train", "sweep"):
             return _train_or_sweep(args)
         from .runner import run
@@ -217,6 +228,23 @@ def _study(args) -> int:
     diverged = sum(bool(r.get("diverged")) for r in results.unique_runs)
     print(f"[ncmse] study at profile '{args.profile}': {len(results.unique_runs)} runs after tuning, {trained} trained "
           f"now, {diverged} diverged; the rescaled MSE of the d-sweep is {results.rmse.label}")
+    return 0
+
+
+def _results(args) -> int:
+    from .results import history_frame, runs_frame, write_frame
+
+    target = args.csv or args.parquet
+    cache = _cache(args)
+    if args.cache and not cache.root.is_dir():
+        raise FileNotFoundError(f"--cache {args.cache}: no results folder {cache.root}")
+    frame = (history_frame if args.history else runs_frame)(cache, args.profile)
+    if target is None:
+        sys.stdout.write(frame.to_csv(index=False))
+        return 0
+    path = write_frame(frame, target, format="parquet" if args.parquet else "csv")
+    what = "rows of (run, epoch)" if args.history else "runs"
+    print(f"[ncmse] {len(frame)} {what} from {cache.root} written to {path}", file=sys.stderr)
     return 0
 
 
