@@ -43,15 +43,15 @@ import torch
 __all__ = ["NCAccumulator", "nc_metrics", "nc_metrics_from_statistics", "ncc_mismatch", "METRIC_NAMES",
            "SAMPLE_METRIC_NAMES"]
 
-# the metrics that are functions of the class statistics (nc_metrics_from_statistics)
+#: the metrics that are functions of the class statistics (:func:`nc_metrics_from_statistics`)
 METRIC_NAMES = ("NC1", "NC2", "NC2_M", "NC3", "NC4", "NC2_spectral", "NC2_M_spectral", "NC3_dual",
                 "NC4_centred")
-# the metrics that need every sample again once the class means are known
+#: the metrics that need every sample again once the class means are known (:func:`ncc_mismatch`)
 SAMPLE_METRIC_NAMES = ("NC4_ncc",)
 
 
 class NCAccumulator:
-    """Streaming class statistics of features: update with batches, then :meth:`compute`.
+    """Streaming class statistics of features: update with batches, then :meth:`~NCAccumulator.compute`.
 
     K classes, feature dimension d; statistics are held in ``dtype`` (float64) on ``device``.
     ``keep_features``: also keep every batch of features (N × d in the features' own dtype, on

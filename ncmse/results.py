@@ -34,6 +34,7 @@ from .profiles import PROFILES
 __all__ = ["RUN_COLUMNS", "HISTORY_COLUMNS", "CONFIG_COLUMNS", "runs_table", "history_table", "runs_frame",
            "history_frame", "profile_of", "write_frame", "download_link"]
 
+#: the fields of :class:`ncmse.config.RunConfig`, the configuration columns of both tables
 CONFIG_COLUMNS = tuple(RunConfig.__dataclass_fields__)
 NC_COLUMNS = METRIC_NAMES + SAMPLE_METRIC_NAMES
 
@@ -68,8 +69,10 @@ _RUN_TAIL = {
     "resumed_at_epoch": "epoch from which the last training call resumed (0: not resumed)",
     "finished": "UTC time the run finished",
 }
+#: the columns of :func:`runs_table`, in order, with their meaning
 RUN_COLUMNS: dict[str, str] = {**_RUN_HEAD, **{k: f"RunConfig.{k}" for k in CONFIG_COLUMNS}, **_RUN_TAIL}
 
+#: the columns of :func:`history_table`, in order, with their meaning
 HISTORY_COLUMNS: dict[str, str] = {
     **_RUN_HEAD, **{k: f"RunConfig.{k}" for k in CONFIG_COLUMNS},
     "epoch": "epoch, 1-based",
