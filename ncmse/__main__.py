@@ -1,6 +1,7 @@
 """Command line: ``python -m ncmse book [--profile cpu] [--chapters …] [--no-build]``; ``train``, ``sweep``
 and ``study`` (every run of the chapter "Deep networks", or with ``--study cifar10`` of the chapter
-"CIFAR-10"; ``--export`` copies them into the tracked archive ``data/trained``) fill the results cache."""
+"CIFAR-10"; ``--export`` copies them into the tracked archive ``data/trained``) fill the results cache;
+``results`` writes it as one tidy table (``ncmse.results``)."""
 
 from __future__ import annotations
 
@@ -164,6 +165,14 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--cache", metavar="DIR", help=CACHE_HELP)
     _executor_options(st)
     st.add_argument("--quiet", action="store_true", help="no progress bars")
+    rs = sub.add_parser("results", help="every cached run as one row of a table (CSV on stdout, or --csv/--parquet "
+                                        "FILE); --history: one row per run and epoch (ncmse.results)")
+    rs.add_argument("--profile", choices=PROFILES, default=None, help="only the runs of this profile (default: all)")
+    rs.add_argument("--history", action="store_true", help="one row per (run, epoch) of the NC curves instead")
+    out = rs.add_mutually_exclusive_group()
+    out.add_argument("--csv", metavar="FILE", help="write a CSV file (default: CSV on stdout)")
+    out.add_argument("--parquet", metavar="FILE", help="write a Parquet file (pyarrow)")
+    rs.add_argument("--cache", metavar="DIR", help=CACHE_HELP)
     return parser
 
 
@@ -183,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "study":
             return _study(args)
+        if args.command == "results":
+            return _results(args)
         if args.command in ("train", "sweep"):
             return _train_or_sweep(args)
         from .runner import run
@@ -233,6 +244,23 @@ def _study(args) -> int:
         written = archive.export(results.unique_runs, args.study, args.export or None)
         where = archive.folder(args.study, args.export or None)
         print(f"[ncmse] exported {len(written)} runs to {where}; commit them to show them in the book")
+    return 0
+
+
+def _results(args) -> int:
+    from .results import history_frame, runs_frame, write_frame
+
+    target = args.csv or args.parquet
+    cache = _cache(args)
+    if args.cache and not cache.root.is_dir():
+        raise FileNotFoundError(f"--cache {args.cache}: no results folder {cache.root}")
+    frame = (history_frame if args.history else runs_frame)(cache, args.profile)
+    if target is None:
+        sys.stdout.write(frame.to_csv(index=False))
+        return 0
+    path = write_frame(frame, target, format="parquet" if args.parquet else "csv")
+    what = "rows of (run, epoch)" if args.history else "runs"
+    print(f"[ncmse] {len(frame)} {what} from {cache.root} written to {path}", file=sys.stderr)
     return 0
 
 

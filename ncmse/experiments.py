@@ -48,7 +48,7 @@ def sweep_configs(base: RunConfig, *, ds=(), losses=(), seeds=(), alpha: float |
 
 
 class ResultsCache:
-    """Results keyed by :meth:`RunConfig.key` under ``root``, safe to share.  Default root:
+    """Results keyed by :meth:`ncmse.config.RunConfig.key` under ``root``, safe to share.  Default root:
     ``$NCMSE_CACHE/results`` where that variable is set, else ``<repo>/data/results``; checkpoints live
     beside it in ``<root>/../checkpoints``.
 
@@ -257,6 +257,7 @@ def divergence_text(result: dict) -> str:
     return "" if not d else f"loss {d['loss']} at epoch {d['epoch']}, batch {d['batch']}"
 
 
+#: the columns of :func:`summary_rows`
 SUMMARY_COLUMNS = ("dataset", "model", "d", "loss", "seed", "train acc", "test acc", "NC1", "live units",
                    "seconds", "cached")
 

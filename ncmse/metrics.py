@@ -18,6 +18,17 @@ Variants that go to 0 where those cannot (for the reader, see the chapters):
 * NC4_centred = ‖C(W μ_G + b)‖: at an MSE optimum W μ_G + b is the optimal bias (a multiple of 1),
   not 0; its centred part does go to 0 and is what matters for the argmax.
 
+Papyan, Han and Donoho's NC4 (2020), "convergence to the nearest class centre", is another quantity
+and has its own name here:
+
+* NC4_ncc = 1/N #{i : argmax_k (W h_i + b)_k ≠ argmin_k ‖h_i − μ_k‖}: the fraction of samples on which
+  the classifier's prediction disagrees with the nearest-class-mean rule (0 when the classifier acts
+  as that rule; a rate in [0, 1], not a norm).  It needs the *final* class means and then a second
+  look at every feature, so it cannot come from one streaming pass: :class:`NCAccumulator` with
+  ``keep_features=True`` keeps the features it was fed (N × d in their own dtype, on their device) and
+  computes it in :meth:`NCAccumulator.compute`; :func:`nc_metrics` always computes it when W is given.
+  :func:`nc_metrics_from_statistics` cannot (it sees no samples).
+
 The accumulator keeps per-class counts and means and the pooled within-class scatter, merged batch by
 batch with Chan's update (no E[hhᵀ] − μμᵀ cancellation): one GEMM of the centred batch, no per-sample
 loop, no B×d×d tensor; statistics in float64 on the features' device.
@@ -29,22 +40,30 @@ import math
 
 import torch
 
-__all__ = ["NCAccumulator", "nc_metrics", "nc_metrics_from_statistics", "METRIC_NAMES"]
+__all__ = ["NCAccumulator", "nc_metrics", "nc_metrics_from_statistics", "ncc_mismatch", "METRIC_NAMES",
+           "SAMPLE_METRIC_NAMES"]
 
+#: the metrics that are functions of the class statistics (:func:`nc_metrics_from_statistics`)
 METRIC_NAMES = ("NC1", "NC2", "NC2_M", "NC3", "NC4", "NC2_spectral", "NC2_M_spectral", "NC3_dual",
                 "NC4_centred")
+#: the metrics that need every sample again once the class means are known (:func:`ncc_mismatch`)
+SAMPLE_METRIC_NAMES = ("NC4_ncc",)
 
 
 class NCAccumulator:
-    """Streaming class statistics of features: update with batches, then :meth:`compute`.
+    """Streaming class statistics of features: update with batches, then :meth:`~NCAccumulator.compute`.
 
     K classes, feature dimension d; statistics are held in ``dtype`` (float64) on ``device``.
+    ``keep_features``: also keep every batch of features (N × d in the features' own dtype, on
+    ``device``) so that :meth:`compute` can add Papyan's NC4_ncc, which needs the final class means
+    (module docstring); without it the accumulator's memory does not grow with N.
     """
 
-    def __init__(self, K: int, d: int, *, device=None, dtype=torch.float64):
+    def __init__(self, K: int, d: int, *, device=None, dtype=torch.float64, keep_features: bool = False):
         if K < 2 or d < 1:
             raise ValueError(f"need K ≥ 2 and d ≥ 1, got K={K}, d={d}")
         self.K, self.d, self.dtype = K, d, dtype
+        self.kept: list[torch.Tensor] | None = [] if keep_features else None   # batches (B, d)
         self.counts = torch.zeros(K, dtype=dtype, device=device)        # (K,)
         self.means = torch.zeros(K, d, dtype=dtype, device=device)      # (K, d)
         self.scatter = torch.zeros(d, d, dtype=dtype, device=device)    # (d, d) Σ_k Σ_i (h−μ_k)(h−μ_k)ᵀ
@@ -61,6 +80,8 @@ class NCAccumulator:
         labels = labels.to(self.means.device)
         if int(labels.min()) < 0 or int(labels.max()) >= self.K:
             raise ValueError(f"labels must lie in [0, {self.K}), got range [{int(labels.min())}, {int(labels.max())}]")
+        if self.kept is not None:
+            self.kept.append(features.detach().to(self.means.device))
         X = features.detach().to(device=self.means.device, dtype=self.dtype)
         n_b = torch.bincount(labels, minlength=self.K).to(self.dtype)                    # (K,)
         sums = torch.zeros_like(self.means).index_add_(0, labels, X)                      # (K, d)
@@ -95,11 +116,15 @@ class NCAccumulator:
         return Mbar.T @ Mbar / self.K
 
     def compute(self, W: torch.Tensor | None = None, b: torch.Tensor | None = None) -> dict[str, float]:
-        """All metrics (module docstring); those needing W are left out when W is None."""
+        """All metrics (module docstring) for W (K, d) and b (K,); those needing W are left out when W is
+        None, and NC4_ncc also unless the accumulator keeps its features."""
         if bool((self.counts == 0).any()):
             missing = torch.nonzero(self.counts == 0).flatten().tolist()
             raise ValueError(f"no samples seen for classes {missing}")
-        return nc_metrics_from_statistics(self.means, self.global_mean, self.Sigma_W, W, b)
+        out = nc_metrics_from_statistics(self.means, self.global_mean, self.Sigma_W, W, b)
+        if W is not None and self.kept is not None:
+            out["NC4_ncc"] = ncc_mismatch(self.kept, self.means, W, b) if self.kept else math.nan
+        return out
 
 
 def _etf_distance(G: torch.Tensor) -> float:
@@ -161,16 +186,47 @@ def nc_metrics_from_statistics(class_means: torch.Tensor, global_mean: torch.Ten
     return out
 
 
+def ncc_mismatch(features, class_means: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None = None) -> float:
+    """Papyan et al.'s NC4 (``NC4_ncc``): the fraction of samples whose prediction argmax_k (W h + b)_k
+    differs from the nearest class mean argmin_k ‖h − μ_k‖ (ties: the first index, for both).
+
+    ``features``: a tensor (N, d) or a list of batches (B, d); class_means (K, d); W (K, d); b (K,) or
+    None.  Computed batch by batch in float64 on the features' device: per batch two (B, d) × (d, K)
+    products, since argmin_k ‖h − μ_k‖² = argmin_k (‖μ_k‖² − 2 μ_k·h).
+    """
+    batches = [features] if isinstance(features, torch.Tensor) else list(features)
+    if not batches:
+        raise ValueError("no features given")
+    dev = batches[0].device
+    mu = class_means.detach().to(dev, torch.float64)                       # (K, d)
+    Wd = torch.as_tensor(W).detach().to(dev, torch.float64)
+    bd = None if b is None else torch.as_tensor(b).detach().to(dev, torch.float64)
+    if Wd.shape != mu.shape:
+        raise ValueError(f"W must have the shape of the class means {tuple(mu.shape)}, got {tuple(Wd.shape)}")
+    if not (bool(torch.isfinite(mu).all()) and bool(torch.isfinite(Wd).all())):
+        return math.nan                                                    # a diverged network
+    sq = (mu**2).sum(1)                                                    # (K,)
+    disagree, total = 0, 0
+    for X in batches:
+        X = X.detach().to(dev, torch.float64)
+        z = X @ Wd.T if bd is None else X @ Wd.T + bd                      # (B, K) logits
+        nearest = (sq - 2 * X @ mu.T).argmin(1)                            # (B,)
+        disagree += int((z.argmax(1) != nearest).sum())
+        total += X.shape[0]
+    return disagree / total
+
+
 def nc_metrics(features: torch.Tensor, labels: torch.Tensor, W: torch.Tensor | None = None,
                b: torch.Tensor | None = None, *, batch_size: int = 65536) -> dict[str, float]:
     """NC metrics of features (N, d) (rows are samples) with labels (N,) and classifier W (K, d), b (K,).
 
-    K is taken from W when given, else from the labels.  One pass over the data in batches.
+    K is taken from W when given, else from the labels.  One pass over the data in batches for the
+    class statistics, and with W a second one for NC4_ncc (:func:`ncc_mismatch`).
     """
     if features.ndim != 2:
         raise ValueError(f"features must have shape (N, d), got {tuple(features.shape)}")
     K = W.shape[0] if W is not None else int(labels.max()) + 1
-    acc = NCAccumulator(K, features.shape[1], device=features.device)
+    acc = NCAccumulator(K, features.shape[1], device=features.device, keep_features=W is not None)
     for i in range(0, features.shape[0], batch_size):
         acc.update(features[i:i + batch_size], labels[i:i + batch_size])
     return acc.compute(W, b)

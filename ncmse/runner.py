@@ -5,6 +5,11 @@ plain Markdown.  Executed notebooks are written to ``_build/stage/`` (a copy of 
 each notebook replaced by its executed ``.ipynb``), never over the sources; the site is built from that
 stage with execution off, strictly (``-W -n --keep-going``), into ``_build/html``.
 
+A chapter's kernel gets ``NCMSE_DOWNLOADS``, a folder of its own beside its executed notebook
+(:func:`downloads_of`) where ``ncmse.results.download_link`` writes the files the page offers (its
+runs as CSV); they are staged next to the page, and Sphinx's ``{download}`` role copies them into the
+site.
+
 Per-chapter timings go to ``_build/timings.json``; the status page (``book/status.md``) gets a table of
 them, with the device and package versions, in the stage.
 """
@@ -29,7 +34,8 @@ from . import threads
 from .machine import device_description
 from .profiles import DEFAULT_PROFILE, check_profile
 
-__all__ = ["ROOT", "toc_files", "is_notebook", "execute_chapter", "build_book", "html_dir", "run", "ChapterResult"]
+__all__ = ["ROOT", "toc_files", "is_notebook", "execute_chapter", "downloads_of", "build_book", "html_dir", "run",
+           "ChapterResult"]
 
 ROOT = Path(__file__).resolve().parent.parent
 STATUS_MARKER = "<!-- status-table -->"
@@ -115,11 +121,13 @@ def _ipc_kernel_manager():
 
 
 def execute_chapter(src: Path, out: Path, profile: str = DEFAULT_PROFILE, *, timeout: int = 3600,
-                    cwd: Path = ROOT, env: dict | None = None) -> ChapterResult:
+                    cwd: Path = ROOT, env: dict | None = None, downloads: Path | None = None) -> ChapterResult:
     """Execute one notebook source with papermill (parameter ``profile``) into ``out`` (.ipynb).
 
     Never writes to ``src``.  A failing cell does not raise: the result says which cell failed.
     ``env``: variables for the kernel's environment (this process's environment is restored after).
+    ``downloads``: the folder for the files the chapter offers (``NCMSE_DOWNLOADS``; default
+    :func:`downloads_of` ``out``).
     """
     import jupytext
     import papermill as pm
@@ -131,7 +139,8 @@ def execute_chapter(src: Path, out: Path, profile: str = DEFAULT_PROFILE, *, tim
     ok, error = True, ""
     # The kernel inherits this process's environment: a non-interactive MPLBACKEND (Agg) there would
     # silently stop every figure from reaching the notebook.
-    with threads.environment(env or {}, remove=("MPLBACKEND",)):
+    env = {**(env or {}), "NCMSE_DOWNLOADS": str(downloads or downloads_of(out))}
+    with threads.environment(env, remove=("MPLBACKEND",)):
         workers = os.environ.get("NCMSE_WORKERS", "1")
         executor = f"{workers} local workers" if os.environ.get("NCMSE_EXECUTOR") == "local" else "sequential"
         try:
@@ -151,6 +160,12 @@ def execute_chapter(src: Path, out: Path, profile: str = DEFAULT_PROFILE, *, tim
                          profile=profile, seconds=seconds, ok=ok, error=error,
                          finished=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), device=device_description(),
                          executor=executor)
+
+
+def downloads_of(executed: Path) -> Path:
+    """Where the chapter executed into ``executed`` (.ipynb) writes the files it offers for download
+    (``ncmse.results.download_link``): the folder ``<name>_downloads`` beside it."""
+    return executed.with_name(f"{executed.stem}_downloads")
 
 
 def missing_figures(executed: Path) -> list[str]:
@@ -304,8 +319,10 @@ def run(profile: str = DEFAULT_PROFILE, *, chapters: list[str] | None = None, bu
             elif last is not None and last.get("profile") != profile:
                 print(f"[ncmse] note: {entry} is reused from an execution at profile '{last.get('profile')}'",
                       flush=True)
+        offered = downloads_of(executed)        # files the chapter offers for download
         if chapters is None or entry in chapters:
             print(f"[ncmse] executing {entry} at profile '{profile}' …", flush=True)
+            shutil.rmtree(offered, ignore_errors=True)        # nothing left from an earlier execution
             res = execute_chapter(src, executed, profile, timeout=timeout, cwd=root, env=kernel_env)
             if res.ok and (missing := missing_figures(executed)):
                 res.ok, res.error = False, "; ".join(missing)
@@ -320,6 +337,8 @@ def run(profile: str = DEFAULT_PROFILE, *, chapters: list[str] | None = None, bu
             raise FileNotFoundError(f"{entry} has not been executed yet; run without --chapters first")
         staged_md.unlink()
         shutil.copy2(executed, stage / f"{entry}.ipynb")
+        for f in sorted(offered.glob("*")) if offered.is_dir() else ():   # next to the page: {download} finds them
+            shutil.copy2(f, staged_md.parent / f.name)
     status = stage / "book" / "status.md"
     if status.exists():
         table = (_status_table(timings, package_versions()) + "\n" + _benchmark_table(root) + "\n"

@@ -3,10 +3,10 @@
 :func:`train` runs one :class:`ncmse.config.RunConfig`: SGD (momentum) or Adam, the paper's step
 schedule or cosine, the losses of ``ncmse.losses`` with weight decay on all parameters.  At the
 chosen epochs it measures, in one pass over the un-augmented training set, the training accuracy and
-NC1–NC4 of the penultimate features (``ncmse.metrics.NCAccumulator``), plus the test accuracy and the
-number of live feature units.  After every epoch it writes a checkpoint atomically (model, optimizer,
-schedule, history and the random state), so that a killed run resumes at the next epoch and ends
-exactly where an uninterrupted run ends (on the CPU, for a seed).
+NC1–NC4 (and Papyan's NC4_ncc) of the penultimate features (``ncmse.metrics.NCAccumulator``), plus the
+test accuracy and the number of live feature units.  After every epoch it writes a checkpoint
+atomically (model, optimizer, schedule, history and the random state), so that a killed run resumes
+at the next epoch and ends exactly where an uninterrupted run ends (on the CPU, for a seed).
 
 Speed without changing what is computed: convolutional models (:data:`CONV_MODELS`) and their batches
 use the channels-last memory layout (the same arithmetic in a faster order).  ``precision="bf16"``
@@ -89,11 +89,15 @@ def make_schedule(optimizer: torch.optim.Optimizer, config: RunConfig):
 
 @torch.no_grad()
 def evaluate(model, loader: TensorLoader, num_classes: int, *, nc: bool) -> dict:
-    """One pass: accuracy, per-class accuracy and (``nc``) NC metrics and live feature units."""
+    """One pass: accuracy, per-class accuracy and (``nc``) NC metrics and live feature units.
+
+    With ``nc`` the pass keeps the features it sees (N × d) so that Papyan's NC4_ncc, which needs the
+    final class means, is computed from them afterwards without a second forward pass."""
     model.eval()
     correct = torch.zeros(num_classes, dtype=torch.long)
     total = torch.zeros(num_classes, dtype=torch.long)
-    acc = NCAccumulator(num_classes, model.d, device=next(model.parameters()).device) if nc else None
+    acc = (NCAccumulator(num_classes, model.d, device=next(model.parameters()).device, keep_features=True)
+           if nc else None)
     for x, y in loader:
         z, h = model(x, return_features=True)
         pred = z.argmax(1)

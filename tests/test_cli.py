@@ -64,6 +64,11 @@ BAD = {
     "book unknown chapter": ["book", "--profile", "smoke", "--chapters", "book/nope", "--no-build"],
     "book unknown profile": ["book", "--profile", "fast"],
     "book timeout": ["book", "--timeout", "0"],
+    "results csv and parquet": ["results", "--csv", "a.csv", "--parquet", "a.parquet"],
+    "results unknown profile": ["results", "--profile", "fast"],
+    "results cache missing": ["results", "--cache", "/nonexistent/ncmse-cache"],
+    "results folder missing": ["results", "--csv", "/nonexistent/folder/runs.csv"],
+    "results parquet folder missing": ["results", "--parquet", "/nonexistent/folder/runs.parquet"],
 }
 
 

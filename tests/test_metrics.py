@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from ncmse import etf
-from ncmse.metrics import METRIC_NAMES, NCAccumulator, nc_metrics
+from ncmse.metrics import METRIC_NAMES, SAMPLE_METRIC_NAMES, NCAccumulator, nc_metrics, ncc_mismatch
 
 
 def direct_metrics(X, y, W, b):
@@ -26,8 +26,14 @@ def direct_metrics(X, y, W, b):
     def dist(G):
         return float(torch.linalg.norm(G / torch.linalg.norm(G) - C / math.sqrt(K - 1)))
 
+    # Papyan et al.'s NC4: per sample, does the classifier's argmax differ from the nearest class mean?
+    mismatches = 0
+    for i in range(N):
+        logits = [float(W[k] @ X[i] + b[k]) for k in range(K)]
+        distances = [float(torch.linalg.norm(X[i] - mu[k])) for k in range(K)]
+        mismatches += logits.index(max(logits)) != distances.index(min(distances))
     return {"NC1": float(torch.trace(SW @ SBp) / K), "NC2": dist(Wt @ Wt.T), "NC2_M": dist(Mbar.T @ Mbar),
-            "NC3": dist(Wt @ Mbar), "NC4": float(torch.linalg.norm(W @ muG + b))}
+            "NC3": dist(Wt @ Mbar), "NC4": float(torch.linalg.norm(W @ muG + b)), "NC4_ncc": mismatches / N}
 
 
 def random_problem(gen, N=240, d=7, K=5, offset=0.0):
@@ -46,7 +52,46 @@ def test_matches_direct_definitions(gen, d, K):
     want = direct_metrics(X, y, W, b)
     for k, v in want.items():
         assert math.isclose(got[k], v, rel_tol=1e-9), (k, got[k], v)
-    assert set(got) == set(METRIC_NAMES)
+    assert set(got) == set(METRIC_NAMES) | set(SAMPLE_METRIC_NAMES)
+    assert 0 < got["NC4_ncc"] < 1          # a random classifier disagrees with the NCC rule on some samples
+
+
+def test_ncc_mismatch_is_zero_for_the_ncc_classifier_and_counts_flips(gen):
+    # The NCC rule as a linear classifier: w_k = μ_k, b_k = −‖μ_k‖²/2 (argmax of μ_k·h − ‖μ_k‖²/2).
+    X, y, _, _ = random_problem(gen, N=300, d=6, K=4, offset=2.0)
+    mu = torch.stack([X[y == k].mean(0) for k in range(4)])
+    b = -(mu**2).sum(1) / 2
+    assert nc_metrics(X, y, mu, b, batch_size=41)["NC4_ncc"] == 0.0
+    # Swap the classifier rows of classes 0 and 1: exactly the samples nearest to μ_0 or μ_1 now disagree.
+    perm = torch.tensor([1, 0, 2, 3])
+    nearest = torch.cdist(X, mu).argmin(1)
+    want = float(((nearest == 0) | (nearest == 1)).double().mean())
+    assert nc_metrics(X, y, mu[perm], b[perm])["NC4_ncc"] == pytest.approx(want, abs=1e-15)
+    # the accumulator that keeps its features gives the same rate in its single streaming pass
+    acc = NCAccumulator(4, 6, keep_features=True)
+    for i in range(0, 300, 64):
+        acc.update(X[i:i + 64].float(), y[i:i + 64])
+    assert acc.compute(mu[perm], b[perm])["NC4_ncc"] == pytest.approx(want, abs=1e-15)
+    plain = NCAccumulator(4, 6)
+    plain.update(X, y)
+    assert plain.kept is None and "NC4_ncc" not in plain.compute(mu, b)
+    assert math.isnan(ncc_mismatch(X, torch.full_like(mu, math.nan), mu, b))   # a diverged network
+
+
+def test_imbalanced_exact_etf_means_do_not_give_zero_nc2_m():
+    # The class means form an exact simplex ETF around 0, but class 0 has 5 times the samples of the
+    # others: the sample-weighted global mean μ_G moves towards μ_0, so M̄ = [μ_k − μ_G] is no ETF.
+    K, d = 4, 3
+    M = etf.simplex_etf(K, d) * 2.0                                 # (K, d), rows sum to 0
+    counts = torch.tensor([10, 2, 2, 2])
+    X = M.repeat_interleave(counts, 0)
+    y = torch.arange(K).repeat_interleave(counts)
+    m = nc_metrics(X, y, M)
+    assert m["NC1"] < 1e-12                                        # collapsed all the same
+    assert m["NC2"] < 1e-12                                        # W = M is an ETF
+    assert m["NC2_M"] > 0.05 and m["NC3"] > 0.05                   # but not the means around μ_G
+    balanced = nc_metrics(M.repeat_interleave(2, 0), torch.arange(K).repeat_interleave(2), M)
+    assert max(balanced["NC2_M"], balanced["NC3"]) < 1e-12
 
 
 def test_batching_does_not_matter_and_is_stable(gen):
