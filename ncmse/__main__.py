@@ -167,7 +167,8 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--quiet", action="store_true", help="no progress bars")
     rs = sub.add_parser("results", help="every cached run as one row of a table (CSV on stdout, or --csv/--parquet "
                                         "FILE); --history: one row per run and epoch (ncmse.results)")
-    rs.add_argument("--profile", choices=PROFILES, default=None, help="only the runs of this profile (default: all)")
+    rs.add_argument("--profile", choices=STUDY_PROFILES, default=None,
+                    help="only the runs of this profile (default: all)")
     rs.add_argument("--history", action="store_true", help="one row per (run, epoch) of the NC curves instead")
     out = rs.add_mutually_exclusive_group()
     out.add_argument("--csv", metavar="FILE", help="write a CSV file (default: CSV on stdout)")

@@ -29,10 +29,10 @@ from .config import RunConfig, profile_config
 from .experiments import ResultsCache
 from .fingerprint import code_fingerprint
 from .metrics import METRIC_NAMES, SAMPLE_METRIC_NAMES
-from .profiles import PROFILES
+from .profiles import GPU_PROFILE, PROFILES, STUDIES, STUDY_PROFILES
 
 __all__ = ["RUN_COLUMNS", "HISTORY_COLUMNS", "CONFIG_COLUMNS", "runs_table", "history_table", "runs_frame",
-           "history_frame", "profile_of", "write_frame", "download_link"]
+           "history_frame", "profile_of", "study_and_profile", "write_frame", "download_link"]
 
 #: the fields of :class:`ncmse.config.RunConfig`, the configuration columns of both tables
 CONFIG_COLUMNS = tuple(RunConfig.__dataclass_fields__)
@@ -41,6 +41,8 @@ NC_COLUMNS = METRIC_NAMES + SAMPLE_METRIC_NAMES
 # column → meaning; the order is the order of the table
 _RUN_HEAD = {
     "key": "the run's name in the cache (RunConfig.key: 16 hex digits of a hash of the configuration)",
+    "study": "the study whose base run this is: 'deep' (chapter Deep networks) or 'cifar10' (chapter "
+             "CIFAR-10; its paper runs are the deep study's), '' for none",
     "profile": "the profile whose base run this is (d, loss, α, M, seed, lr, feature ReLU, evaluation split "
                "and NC epochs may differ), '' for none",
 }
@@ -90,10 +92,11 @@ HISTORY_COLUMNS: dict[str, str] = {
 # NC is measured, it does not change training)
 _VARIED = {"d", "loss", "alpha", "M", "seed", "lr", "feature_relu", "holdout_per_class", "test_per_class",
            "nc_epochs"}
-_PROFILE_BASES = {p: {k: v for k, v in profile_config(p).to_dict().items() if k not in _VARIED} for p in PROFILES}
-_STRINGS = ("key", "profile", "dataset", "model", "loss", "mse_convention", "optimizer", "schedule", "nc_epochs",
-            "evaluated_on", "data_source", "device", "torch", "machine", "python", "ncmse", "git",
-            "code_fingerprint", "data_fingerprint", "finished")
+_PROFILE_BASES = {(study, p): {k: v for k, v in profile_config(p, study).to_dict().items() if k not in _VARIED}
+                  for study in STUDIES for p in PROFILES + ((GPU_PROFILE,) if study == "cifar10" else ())}
+_STRINGS = ("key", "study", "profile", "dataset", "model", "loss", "mse_convention", "optimizer", "schedule",
+            "precision", "nc_epochs", "evaluated_on", "data_source", "device", "torch", "machine", "python", "ncmse",
+            "git", "code_fingerprint", "data_fingerprint", "finished")
 _BOOLS = ("augment", "feature_relu", "diverged", "stale_code", "partial", "nc_measured")
 
 
@@ -101,10 +104,16 @@ def profile_of(config: dict) -> str:
     """The profile whose base run ``config`` (a RunConfig's dict) is, up to the fields the study and the
     command line's sweeps vary (d, loss, α, M, seed, lr, feature ReLU, evaluation split, NC epochs);
     '' if none."""
-    for p, base in _PROFILE_BASES.items():
+    return study_and_profile(config)[1]
+
+
+def study_and_profile(config: dict) -> tuple[str, str]:
+    """The (study, profile) whose base run ``config`` is, as :func:`profile_of`; ("", "") if none.  The
+    ``paper`` runs of the two studies are the same: they count as the deep study's."""
+    for (study, p), base in _PROFILE_BASES.items():
         if all(_same(config.get(k), v) for k, v in base.items()):
-            return p
-    return ""
+            return study, p
+    return "", ""
 
 
 def _same(a, b) -> bool:
@@ -121,7 +130,8 @@ def _config_columns(c: dict) -> dict:
 
 def _head(r: dict) -> dict:
     c = r["config"]
-    return {"key": RunConfig.from_dict(c).key(), "profile": profile_of(c), **_config_columns(c)}
+    study, profile = study_and_profile(c)
+    return {"key": RunConfig.from_dict(c).key(), "study": study, "profile": profile, **_config_columns(c)}
 
 
 def _typed(rows: list[dict], columns: dict) -> pd.DataFrame:
@@ -174,8 +184,8 @@ def history_table(results: list[dict]) -> pd.DataFrame:
 
 
 def _cached(cache: ResultsCache | None, profile: str | None) -> list[dict]:
-    if profile is not None and profile not in PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; expected one of {', '.join(PROFILES)}")
+    if profile is not None and profile not in STUDY_PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; expected one of {', '.join(STUDY_PROFILES)}")
     out = []
     for _, entry in (cache or ResultsCache()).entries():
         try:

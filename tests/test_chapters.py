@@ -18,8 +18,9 @@ def test_chapter_runs_at_smoke(entry, tmp_path):
     assert res.ok, f"{entry} failed: {res.error}"
     assert runner.missing_figures(out) == []
     offered = sorted(runner.downloads_of(out).glob("*.csv"))
-    if entry == "book/deep_networks":
-        assert [p.name for p in offered] == ["deep_networks_runs.csv"]
+    runs_csv = {"book/deep_networks": "deep_networks_runs.csv", "book/cifar10": "cifar10_runs.csv"}
+    if entry in runs_csv:
+        assert [p.name for p in offered] == [runs_csv[entry]]
     for p in offered:
         table = pd.read_csv(p)
-        assert len(table) > 0 and (p.name != "deep_networks_runs.csv" or list(table.columns) == list(RUN_COLUMNS)), p
+        assert len(table) > 0 and (p.name not in runs_csv.values() or list(table.columns) == list(RUN_COLUMNS)), p

@@ -191,3 +191,13 @@ def _tiny_study(real):
 def test_results_cache_keys_differ_by_precision(tmp_path):
     cache = ResultsCache(tmp_path)
     assert cache.path(RunConfig(precision="bf16")) != cache.path(RunConfig())
+
+
+def test_results_table_names_the_study_and_profile():
+    from ncmse.results import study_and_profile
+
+    for name, profile in (("cifar10", "cpu"), ("cifar10", "smoke"), ("cifar10", "gpu"), ("deep", "cpu")):
+        c = profile_config(profile, name, d=4, loss="ce", seed=1, lr=0.2)
+        assert study_and_profile(c.to_dict()) == (name, profile)
+    assert study_and_profile(profile_config("paper", "cifar10").to_dict()) == ("deep", "paper")   # the same runs
+    assert study_and_profile(profile_config("cpu", "cifar10", epochs=7).to_dict()) == ("", "")

@@ -48,16 +48,18 @@ def test_every_page_reads_well(site):
     assert "<code class=\"docutils literal notranslate\"><span class=\"pre\">smoke</span></code>" in status
 
 
-def test_deep_chapter_offers_its_runs_and_the_api_page_documents_the_package(site):
+def test_deep_chapters_offer_their_runs_and_the_api_page_documents_the_package(site):
     import pandas as pd
 
     from ncmse.results import RUN_COLUMNS
 
-    page = site / "book" / "deep_networks.html"
-    links = re.findall(r'href="([^"]+\.csv)"', page.read_text())
-    assert len(links) == 1 and links[0].endswith("/deep_networks_runs.csv"), links
-    table = pd.read_csv(page.parent / links[0])                 # the file the reader downloads
-    assert list(table.columns) == list(RUN_COLUMNS) and len(table) > 0 and set(table["profile"]) == {"smoke"}
+    for chapter, study in (("deep_networks", "deep"), ("cifar10", "cifar10")):
+        page = site / "book" / f"{chapter}.html"
+        links = re.findall(r'href="([^"]+\.csv)"', page.read_text())
+        assert len(links) == 1 and links[0].endswith(f"/{chapter}_runs.csv"), links
+        table = pd.read_csv(page.parent / links[0])                 # the file the reader downloads
+        assert list(table.columns) == list(RUN_COLUMNS) and len(table) > 0
+        assert set(table["profile"]) == {"smoke"} and set(table["study"]) == {study}
     api = (site / "book" / "api.html").read_text()
     for target in ("ncmse.metrics.nc_metrics", "ncmse.metrics.NCAccumulator", "ncmse.metrics.ncc_mismatch",
                    "ncmse.ufm.UFM", "ncmse.config.RunConfig", "ncmse.executors.sweep", "ncmse.experiments.run",
