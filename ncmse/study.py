@@ -199,17 +199,23 @@ def pool_seeds(results: list[dict]) -> list[dict]:
     feature_relu) with the mean, sample standard deviation and count ``n`` over seeds of train/test
     accuracy and live units.  Diverged runs have no accuracy: they are left out of the statistics and
     counted in ``diverged`` (their seeds in ``diverged_seeds``); a group of diverged runs only has
-    NaN statistics and ``n`` = 0."""
+    NaN statistics and ``n`` = 0.
+
+    The numbers are read from the tidy table of the runs (``ncmse.results.runs_table``), the same one a
+    chapter offers as CSV, so that a chapter's tables and its download cannot disagree."""
+    from .results import runs_table
+
+    table = runs_table(results)                 # one row per result, in input order
     rows = []
-    for (v, d, relu), group in group_seeds(results).items():
-        rs = [r for r in group if not r.get("diverged")]
-        bad = [r for r in group if r.get("diverged")]
-        row = {"variant": v, "label": v.label, "d": d, "feature_relu": relu, "n": len(rs),
-               "seeds": sorted(r["config"]["seed"] for r in rs), "diverged": len(bad),
-               "diverged_seeds": sorted(r["config"]["seed"] for r in bad)}
-        for name, get in (("test", lambda r: r["test"]["accuracy"]), ("train", lambda r: r["train"]["accuracy"]),
-                          ("live", lambda r: r["train"]["live_units"])):
-            vals = [float(get(r)) for r in rs]
+    for v, d, relu in group_seeds(results):      # the groups, in order of first appearance
+        mine = table[(table["loss"] == v.loss) & (table["alpha"] == v.alpha) & (table["M"] == v.M)
+                     & (table["d"] == d) & (table["feature_relu"] == relu)]
+        ok, bad = mine[~mine["diverged"]], mine[mine["diverged"]]
+        row = {"variant": v, "label": v.label, "d": d, "feature_relu": relu, "n": len(ok),
+               "seeds": sorted(int(s) for s in ok["seed"]), "diverged": len(bad),
+               "diverged_seeds": sorted(int(s) for s in bad["seed"])}
+        for name, column in (("test", "test_accuracy"), ("train", "train_accuracy"), ("live", "live_units")):
+            vals = [float(x) for x in ok[column]]
             mean = sum(vals) / len(vals) if vals else math.nan
             row[f"{name}_mean"] = mean
             row[f"{name}_std"] = (math.sqrt(sum((x - mean) ** 2 for x in vals) / (len(vals) - 1))
