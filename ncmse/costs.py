@@ -14,6 +14,7 @@ with no rate for its model says so instead of guessing.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from .config import profile_config
 from .profiles import GPU_PROFILE, PROFILES, STUDIES
 from .study import plan
 
-__all__ = ["Rate", "rates", "cost_rows", "cost_table", "precision_check"]
+__all__ = ["Rate", "rates", "cost_rows", "cost_table", "precision_check", "PrecisionSummary", "precision_summary"]
 
 RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
 
@@ -110,3 +111,51 @@ def precision_check(results: Path = RESULTS) -> dict | None:
     ``compile``, ``summary``), or None where it has not been run."""
     path = results / "precision_cpu.json"
     return json.loads(path.read_text()) if path.exists() else None
+
+
+@dataclass(frozen=True)
+class PrecisionSummary:
+    """What the chapter "CIFAR-10" says about the precision check's report: ``table`` (Markdown, one row
+    per loss and d: fp32 and bf16 seed-mean test accuracy, gap, standard error, clear or not),
+    ``within_noise`` (no clear gap), ``same_kind`` (the check trained the chapter's kind of run: its
+    base configuration equals ``base`` but for epochs, NC epochs and precision), ``epochs`` and
+    ``seeds`` of the check, ``machine``, ``bf16_over_fp32`` (training time ratio), and for
+    torch.compile ``compile_s`` (cold compile time), ``compile_speedup`` (steady steps, compiled over
+    eager; above 1 is faster) and ``break_even_steps`` (steps to pay the compile back; None: never)."""
+
+    table: str
+    within_noise: bool
+    same_kind: bool
+    epochs: int
+    seeds: str
+    machine: str
+    bf16_over_fp32: float
+    compile_s: float
+    compile_speedup: float
+    break_even_steps: float | None
+
+    def compile_pays_within(self, steps: int) -> bool:
+        """Whether torch.compile's time is paid back within ``steps`` steps."""
+        return self.break_even_steps is not None and self.break_even_steps <= steps
+
+
+def precision_summary(base, results: Path = RESULTS) -> PrecisionSummary | None:
+    """:class:`PrecisionSummary` of :func:`precision_check`'s report against the base run ``base`` (a
+    ``RunConfig``), or None where the check has not been run."""
+    from .plotting import markdown_table
+
+    r = precision_check(results)
+    if r is None:
+        return None
+    rows = [(c["loss"].upper(), c["d"], c["fp32"], c["bf16"], c["gap"], c["se"], "yes" if c["clear"] else "no")
+            for c in r["comparison"]]
+    table = markdown_table(rows, ["loss", "d", "fp32 test acc", "bf16 test acc", "bf16 − fp32", "std. error",
+                                  "clear gap"], formats=[None, None, ".3f", ".3f", "+.3f", ".3f", None])
+    ignore = ("epochs", "nc_epochs", "precision")
+    same = ({k: v for k, v in r["base"].items() if k not in ignore}
+            == {k: v for k, v in base.to_dict().items() if k not in ignore})
+    c = r.get("compile") or {}
+    return PrecisionSummary(table=table, within_noise=bool(r["within_noise"]), same_kind=same,
+                            epochs=r["base"]["epochs"], seeds=", ".join(map(str, r["seeds"])), machine=r["machine"],
+                            bf16_over_fp32=r["bf16_over_fp32_seconds"], compile_s=c.get("compile_s", math.nan),
+                            compile_speedup=c.get("speedup", math.nan), break_even_steps=c.get("break_even_steps"))

@@ -201,3 +201,25 @@ def test_results_table_names_the_study_and_profile():
         assert study_and_profile(c.to_dict()) == (name, profile)
     assert study_and_profile(profile_config("paper", "cifar10").to_dict()) == ("deep", "paper")   # the same runs
     assert study_and_profile(profile_config("cpu", "cifar10", epochs=7).to_dict()) == ("", "")
+
+
+def test_precision_summary_reads_the_check_and_knows_its_kind_of_run(tmp_path):
+    from ncmse import costs
+
+    assert costs.precision_summary(profile_config("cpu", "cifar10"), tmp_path) is None
+    base = profile_config("cpu", "cifar10", epochs=12, nc_epochs=(), precision="fp32")
+    report = {"base": base.to_dict(), "seeds": [0, 1], "machine": "CPU X", "within_noise": True,
+              "bf16_over_fp32_seconds": 0.5, "comparison": [
+                  {"loss": "mse", "d": 4, "fp32": 0.30, "bf16": 0.31, "gap": 0.01, "se": 0.02, "clear": False}],
+              "compile": {"compile_s": 20.0, "speedup": 0.8, "break_even_steps": None}}
+    (tmp_path / "precision_cpu.json").write_text(json.dumps(report))
+    s = costs.precision_summary(profile_config("cpu", "cifar10"), tmp_path)
+    assert s.same_kind and s.within_noise and s.epochs == 12 and s.seeds == "0, 1"
+    assert "| MSE | 4 | 0.300 | 0.310 | +0.010 | 0.020 | no |" in s.table
+    assert not s.compile_pays_within(10 ** 9)
+    other = costs.precision_summary(profile_config("cpu", "cifar10", n_per_class=100), tmp_path)
+    assert not other.same_kind
+    report["compile"]["break_even_steps"] = 300.0
+    (tmp_path / "precision_cpu.json").write_text(json.dumps(report))
+    paid = costs.precision_summary(profile_config("cpu", "cifar10"), tmp_path)
+    assert paid.compile_pays_within(400) and not paid.compile_pays_within(200)
