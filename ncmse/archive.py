@@ -131,7 +131,7 @@ def accuracy_table(results: list[dict]) -> str:
         v = row["variant"]
         c = config[(v.loss, v.alpha, v.M, row["d"])]
         acc = f"{row['test_mean']:.3f} ± {row['test_std']:.3f}" if row["n"] else "diverged"
-        rows.append((row["label"], row["d"], c["model"], c["epochs"], c["precision"] if "precision" in c else "fp32",
+        rows.append((row["label"], row["d"], c["model"], c["epochs"], c.get("precision", "fp32"),
                      acc, row["n"]))
     return markdown_table(rows, ["loss", "d", "model", "epochs", "precision", "test accuracy", "seeds"])
 

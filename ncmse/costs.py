@@ -22,7 +22,8 @@ from .config import profile_config
 from .profiles import GPU_PROFILE, PROFILES, STUDIES
 from .study import plan
 
-__all__ = ["Rate", "rates", "cost_rows", "cost_table", "precision_check", "PrecisionSummary", "precision_summary"]
+__all__ = ["Rate", "rates", "cost_rows", "cost_table", "precision_check", "PrecisionSummary", "precision_summary",
+           "training_steps"]
 
 RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
 
@@ -137,6 +138,12 @@ class PrecisionSummary:
     def compile_pays_within(self, steps: int) -> bool:
         """Whether torch.compile's time is paid back within ``steps`` steps."""
         return self.break_even_steps is not None and self.break_even_steps <= steps
+
+
+def training_steps(config, K: int = 10) -> int:
+    """The SGD steps of one run of ``config`` (a ``RunConfig`` with ``n_per_class`` set): epochs ×
+    ⌈K · n_per_class / batch_size⌉ (the last, incomplete batch is kept)."""
+    return config.epochs * -(-config.n_per_class * K // config.batch_size)
 
 
 def precision_summary(base, results: Path = RESULTS) -> PrecisionSummary | None:

@@ -145,6 +145,10 @@ class GeometrySummary:
             test_accuracy=(torch.stack([g["test_accuracy"] for g in gs]) if gs
                            else torch.zeros(0, 0, dtype=torch.float64)))
 
+    def predicted_lost_classes(self, classes) -> list:
+        """The names in ``classes`` of the classes the UFM predicts to lose the argmax in at least one run."""
+        return [c for c, n in zip(classes, self.predicted_lost_counts.tolist(), strict=True) if n]
+
     def table_rows(self, label: str, classes) -> list[tuple]:
         """One row per run for the chapter's table: (label, seed, projector_error, classes lost in the
         network, classes lost as the UFM predicts given S, "agreeing/K", overall test accuracy); a

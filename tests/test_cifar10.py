@@ -223,3 +223,14 @@ def test_precision_summary_reads_the_check_and_knows_its_kind_of_run(tmp_path):
     (tmp_path / "precision_cpu.json").write_text(json.dumps(report))
     paid = costs.precision_summary(profile_config("cpu", "cifar10"), tmp_path)
     assert paid.compile_pays_within(400) and not paid.compile_pays_within(200)
+
+
+def test_training_steps_and_predicted_lost_classes():
+    from ncmse import costs
+    from ncmse.mean_geometry import GeometrySummary
+
+    assert costs.training_steps(profile_config("cpu", "cifar10")) == 10 * 40       # 5,000 images, batch 128
+    assert costs.training_steps(profile_config("cpu", "cifar10", batch_size=300)) == 10 * 17
+    g = GeometrySummary.of([])
+    g = GeometrySummary(**{**g.__dict__, "predicted_lost_counts": torch.tensor([0, 2, 0, 1])})
+    assert g.predicted_lost_classes(["a", "b", "c", "d"]) == ["b", "d"]
