@@ -36,7 +36,8 @@ from .mean_geometry import GeometrySummary, geometry_table
 from .profiles import PROFILES
 
 __all__ = ["StudyResults", "run_study", "Variant", "MSE", "CE", "rescaled_variants", "LRChoice", "tuning_configs",
-           "tune_lr", "pick_rescaled", "configs", "history_band", "group_seeds", "pool_seeds", "compare",
+           "tune_lr", "pick_rescaled", "configs", "curves_only_where_drawn", "history_band", "group_seeds",
+           "pool_seeds", "compare",
            "clear_gap", "recovery", "Verdict", "verdict", "StudySummary", "NCSummary", "RescaledSummary",
            "LinearSummary", "RunTotals",
            "projected_etf_nc2", "paper_gpu_hours", "Plan", "plan", "deep_rescaled"]
@@ -172,6 +173,16 @@ def configs(base: RunConfig, choices: dict[Variant, LRChoice], variants, *, ds, 
     """The test runs: every variant × d × seed around ``base``, each at its chosen lr for that d."""
     return [v.config(base, d=d, seed=s, lr=choices[v].lr(d, K), **changes) for v in variants for d in ds
             for s in seeds]
+
+
+def curves_only_where_drawn(config: RunConfig, nc_ds, variants) -> RunConfig:
+    """``config`` measuring NC during training (its ``nc_epochs``) only if the chapter draws its curve:
+    a run of one of ``variants`` at a d of ``nc_ds`` with the feature ReLU; every other run measures
+    NC once, after its last epoch.  Measuring does not change training (evaluation draws no random
+    numbers and updates nothing), so the two configurations train the same network; an evaluation
+    pass costs about a third of an epoch's steps per image."""
+    drawn = config.feature_relu and config.d in tuple(nc_ds) and Variant.of(config) in tuple(variants)
+    return config if drawn else config.replace(nc_epochs=())
 
 
 def history_band(results: list[dict], key: str) -> tuple[list[int], list[float], list[float], list[float]]:
@@ -388,6 +399,7 @@ def run_study(profile: str, *, study: str = "deep", cache: ResultsCache | None =
     stage = [configs(base, choices, [MSE, CE, rmse], ds=grid, seeds=S["seeds"], K=K),
              configs(base, choices, rescaled, ds=S["rescaled_ds"], seeds=S["seeds"], K=K),
              configs(base, choices, [MSE, CE], ds=grid, seeds=S["linear_seeds"], K=K, feature_relu=False)]
+    stage = [[curves_only_where_drawn(c, S["nc_ds"], (MSE, CE, rmse)) for c in part] for part in stage]
     done = sweep([c for part in stage for c in part], **kw)
     runs, rescaled_runs, linear_runs = (done[sum(map(len, stage[:i])):sum(map(len, stage[:i + 1]))] for i in range(3))
     return StudyResults(profile, S, base, K, grid, choices, rescaled, rmse, runs, rescaled_runs, linear_runs,

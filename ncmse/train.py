@@ -72,10 +72,26 @@ def resolve_device(device: torch.device | str | None) -> torch.device:
 
 
 def make_optimizer(model: torch.nn.Module, config: RunConfig) -> torch.optim.Optimizer:
+    """SGD with momentum or Adam, weight decay on every parameter.  Where torch has a fused kernel for
+    the parameters' device (CPU and CUDA), the update of each parameter tensor is one kernel instead
+    of four: the same update up to rounding (fused multiply-adds), and on the CPU the MLP's whole
+    training step takes ~10% less time (``benchmarks/step_bench.py``)."""
+    device = next(model.parameters()).device
+    fused = {"fused": True} if device.type in _fused_devices() else {}
     if config.optimizer == "sgd":
         return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                               weight_decay=config.weight_decay)
-    return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+                               weight_decay=config.weight_decay, **fused)
+    return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, **fused)
+
+
+def _fused_devices() -> tuple[str, ...]:
+    """The device types with fused optimizer kernels in this torch (CPU and CUDA at least)."""
+    try:
+        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+
+        return tuple(t for t in _get_fused_kernels_supported_devices() if t in ("cpu", "cuda"))
+    except ImportError:            # an older torch: the loop implementation everywhere
+        return ()
 
 
 def make_schedule(optimizer: torch.optim.Optimizer, config: RunConfig):

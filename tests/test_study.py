@@ -210,11 +210,27 @@ def test_run_study_second_call_trains_nothing(tmp_path):
         c = r["config"]
         assert c["lr"] == R.choices[Variant.of(c)].lr(c["d"], R.K) and r["evaluated_on"] == "test"
     assert all(not r["config"]["feature_relu"] for r in R.linear_runs)
+    # NC curves only where the chapter draws them: the d-sweep's losses at nc_ds, not the linear runs
+    first_epoch = {r["config"]["feature_relu"]: r["history"][0] for r in R.all_runs}
+    assert "NC1" in first_epoch[True] and "NC1" not in first_epoch[False]
+    assert all("NC1" in r["history"][-1] for r in R.all_runs)          # every run measures NC at its end
     n_files = len(list((tmp_path / "results").glob("*.json")))
     again = study.run_study("smoke", **kw)
     assert all(r["cached"] for r in again.all_runs)
     assert len(list((tmp_path / "results").glob("*.json"))) == n_files        # tuning runs were cached too
     assert [r["test"]["accuracy"] for r in again.all_runs] == [r["test"]["accuracy"] for r in R.all_runs]
+
+
+def test_curves_only_where_drawn_keeps_training_and_drops_intermediate_nc():
+    base = profile_config("cpu")
+    assert base.nc_epochs
+    rmse = Variant("rmse", 5.0, 1.0)
+    keep = dict(nc_ds=(4, 16), variants=(MSE, CE, rmse))
+    assert study.curves_only_where_drawn(base.replace(d=4), **keep) == base.replace(d=4)
+    assert study.curves_only_where_drawn(rmse.config(base, d=16), **keep).nc_epochs == base.nc_epochs
+    for other in (base.replace(d=9), base.replace(d=4, feature_relu=False), Variant("rmse", 1.0, 3.0).config(base, d=4)):
+        got = study.curves_only_where_drawn(other, **keep)
+        assert got.nc_epochs == () and got.replace(nc_epochs=base.nc_epochs) == other
 
 
 @pytest.mark.parametrize("profile", ["smoke", "cpu", "paper"])

@@ -1,0 +1,142 @@
+"""The deep-network chapter's training at ``cpu`` from an empty cache: local workers against one
+process, quiet and beside a busy process (CPU).
+
+    python benchmarks/chapter_bench.py [--modes local busy sequential] [--out benchmarks/results]
+
+Each mode trains every run of ``ncmse.study.run_study("cpu")`` (the learning-rate tuning, then the
+test runs: what the chapter "Deep networks" trains) into a fresh, empty cache, in a fresh process
+that imports torch with the thread budget the book gives it:
+
+* ``local``: 2 local worker processes × 1 thread (``./run.sh book``'s default on 2 cores);
+* ``busy``: the same with one other process beside it that keeps a core busy (a pure Python loop);
+* ``sequential``: every run one after another in that one process, with ``ncmse.threads``' budget
+  for a single computing process (all cores but one).
+
+Reported per mode: wall seconds of the whole study and of its tuning stage, the runs' own training
+seconds, and a fingerprint of every run's test accuracy, so that the modes can be seen to train the
+same numbers.  The chapter's wall time in a book build adds its analysis and figures (~20 s; the
+book's status page lists each build's chapter times).  Modes already in the report are kept, so they
+may be run one at a time.  Timings belong here, never in tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _report import RESULTS, write_report  # noqa: E402
+
+from ncmse.threads import child_environment, default_threads  # noqa: E402
+
+MODES = ("local", "busy", "sequential")
+FILENAME = "chapter_cpu.json"
+
+CHILD = r"""
+import json, sys, time
+sys.path.insert(0, {repo!r})
+import ncmse.study as study
+from ncmse.executors import Local, Sequential
+from ncmse.experiments import ResultsCache
+executor = Local(workers=2, threads=1) if {local!r} else Sequential()
+stages = []
+real_sweep = study.sweep
+def timed_sweep(*a, **kw):
+    t = time.perf_counter(); out = real_sweep(*a, **kw); stages.append(time.perf_counter() - t); return out
+study.sweep = timed_sweep
+t0 = time.perf_counter()
+R = study.run_study({profile!r}, cache=ResultsCache({cache!r}), executor=executor, progress=False, data_root={root!r})
+total = time.perf_counter() - t0
+runs = R.unique_runs
+from pathlib import Path
+entries = [json.loads(p.read_text()) for p in Path({cache!r}).glob("*.json")]    # tuning runs included
+print(json.dumps({{"seconds": total, "stage_seconds": stages, "runs": len(entries), "test_runs": len(runs),
+                   "run_seconds": sum(e["provenance"]["wall_seconds"] for e in entries),
+                   "accuracies": sorted((r["config"]["d"], r["config"]["loss"], r["config"]["alpha"], r["config"]["M"],
+                                         r["config"]["seed"], r["config"]["feature_relu"], r["config"]["lr"],
+                                         r["test"]["accuracy"] if r["test"] else None) for r in runs)}}))
+"""
+
+
+def _busy(stop):
+    x = 0
+    while not stop.is_set():
+        x += 1
+
+
+def run_mode(mode: str, root: str, profile: str = "cpu") -> dict:
+    threads = 1 if mode in ("local", "busy") else default_threads()
+    stop = mp.Event()
+    hog = mp.Process(target=_busy, args=(stop,)) if mode == "busy" else None
+    with tempfile.TemporaryDirectory(prefix="ncmse-chapter-bench-") as tmp:
+        code = CHILD.format(repo=str(REPO), profile=profile, local=mode != "sequential", cache=str(Path(tmp) / "results"), root=root)
+        if hog:
+            hog.start()
+            time.sleep(0.5)
+        try:
+            out = subprocess.run([sys.executable, "-c", code], env=child_environment(threads), capture_output=True,
+                                 text=True, check=True)
+        finally:
+            if hog:
+                stop.set()
+                hog.join()
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    acc = r.pop("accuracies")
+    r["accuracy_fingerprint"] = hashlib.sha256(json.dumps(acc).encode()).hexdigest()[:16]
+    r["tuning_seconds"] = r["stage_seconds"][0]
+    r["threads"] = threads
+    r["mode"] = mode
+    r["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    return r
+
+
+def summary(report: dict) -> dict:
+    m = report["modes"]
+    parts = [f"{name} {m[name]['seconds'] / 60:.1f} min" for name in MODES if name in m]
+    if "local" in m and "busy" in m:
+        parts.append(f"busy/quiet {m['busy']['seconds'] / m['local']['seconds']:.2f}×")
+    if "local" in m and "sequential" in m:
+        parts.append(f"sequential/local {m['sequential']['seconds'] / m['local']['seconds']:.2f}×")
+    same = len({v["accuracy_fingerprint"] for v in m.values()}) == 1
+    parts.append("every mode trained the same accuracies" if same else "the modes' accuracies differ")
+    return {"what": "the deep chapter's training at cpu from an empty cache (2 workers × 1 thread; beside a busy "
+                    "process; sequential)", "result": "; ".join(parts), "machine": report["machine"]}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    p.add_argument("--profile", default="cpu", help="smoke: a check of this script in seconds (not reported)")
+    p.add_argument("--out", default=None, help="folder of the report (e.g. benchmarks/results); modes already "
+                                                "there are kept")
+    args = p.parse_args(argv)
+    from ncmse.machine import device_description
+
+    shared = REPO.parent / "shared" / "data"
+    root = os.environ.get("NCMSE_DATA_ROOT") or (str(shared) if shared.is_dir() else str(REPO / "data"))
+    old = Path(args.out or RESULTS) / FILENAME
+    report = json.loads(old.read_text()) if old.exists() else {"modes": {}}
+    report["machine"] = device_description()
+    report["profile"] = args.profile
+    for mode in args.modes:
+        print(f"[chapter_bench] {mode} …", file=sys.stderr, flush=True)
+        report["modes"][mode] = run_mode(mode, root, args.profile)
+        print(json.dumps(report["modes"][mode]), file=sys.stderr, flush=True)
+    report.pop("summary", None)
+    write_report(report, args.out, FILENAME, summary, "benchmarks/chapter_bench.py")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
