@@ -12,7 +12,9 @@ that imports torch with the thread budget the book gives it:
 * ``sequential``: every run one after another in that one process, with ``ncmse.threads``' budget
   for a single computing process (all cores but one).
 
-Reported per mode: wall seconds of the whole study and of its tuning stage, the runs' own training
+``--baseline REV`` times each mode a second time with the code of git revision ``REV`` (in a
+temporary worktree), right after this code's: a machine that is slower today than yesterday slows
+both.  Reported per mode: wall seconds of the whole study and of its tuning stage, the runs' own training
 seconds, and a fingerprint of every run's test accuracy, so that the modes can be seen to train the
 same numbers.  The chapter's wall time in a book build adds its analysis and figures (~20 s; the
 book's status page lists each build's chapter times).  Modes already in the report are kept, so they
@@ -75,12 +77,14 @@ def _busy(stop):
         x += 1
 
 
-def run_mode(mode: str, root: str, profile: str = "cpu") -> dict:
+def run_mode(mode: str, root: str, profile: str = "cpu", repo: Path = REPO) -> dict:
+    """One mode in a fresh process, with the package of the checkout ``repo``."""
     threads = 1 if mode in ("local", "busy") else default_threads()
     stop = mp.Event()
     hog = mp.Process(target=_busy, args=(stop,)) if mode == "busy" else None
     with tempfile.TemporaryDirectory(prefix="ncmse-chapter-bench-") as tmp:
-        code = CHILD.format(repo=str(REPO), profile=profile, local=mode != "sequential", cache=str(Path(tmp) / "results"), root=root)
+        code = CHILD.format(repo=str(repo), profile=profile, local=mode != "sequential",
+                            cache=str(Path(tmp) / "results"), root=root)
         if hog:
             hog.start()
             time.sleep(0.5)
@@ -101,9 +105,27 @@ def run_mode(mode: str, root: str, profile: str = "cpu") -> dict:
     return r
 
 
+def baseline_mode(mode: str, root: str, profile: str, rev: str) -> dict:
+    """``mode`` with the code of git revision ``rev`` (a temporary worktree): the baseline that the
+    same session's machine times beside this code's, so that a slower or faster day cancels out."""
+    with tempfile.TemporaryDirectory(prefix="ncmse-baseline-") as tmp:
+        tree = Path(tmp) / "tree"
+        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), rev], check=True,
+                       capture_output=True)
+        try:
+            return {**run_mode(mode, root, profile, tree), "rev": rev}
+        finally:
+            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)], check=False,
+                           capture_output=True)
+
+
 def summary(report: dict) -> dict:
     m = report["modes"]
     parts = [f"{name} {m[name]['seconds'] / 60:.1f} min" for name in MODES if name in m]
+    for name, b in report.get("baseline", {}).items():
+        if name in m:
+            parts.append(f"{name} {m[name]['seconds'] / b['seconds']:.2f}× the time of the code at {b['rev']} "
+                         f"({b['seconds'] / 60:.1f} min, same session)")
     if "local" in m and "busy" in m:
         parts.append(f"busy/quiet {m['busy']['seconds'] / m['local']['seconds']:.2f}×")
     if "local" in m and "sequential" in m:
@@ -117,6 +139,8 @@ def summary(report: dict) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    p.add_argument("--baseline", metavar="REV", default=None,
+                   help="also time each mode with the code of this git revision, right after this code's")
     p.add_argument("--profile", default="cpu", help="smoke: a check of this script in seconds (not reported)")
     p.add_argument("--out", default=None, help="folder of the report (e.g. benchmarks/results); modes already "
                                                 "there are kept")
@@ -133,6 +157,10 @@ def main(argv=None) -> int:
         print(f"[chapter_bench] {mode} …", file=sys.stderr, flush=True)
         report["modes"][mode] = run_mode(mode, root, args.profile)
         print(json.dumps(report["modes"][mode]), file=sys.stderr, flush=True)
+        if args.baseline:
+            print(f"[chapter_bench] {mode} with the code at {args.baseline} …", file=sys.stderr, flush=True)
+            report.setdefault("baseline", {})[mode] = baseline_mode(mode, root, args.profile, args.baseline)
+            print(json.dumps(report["baseline"][mode]), file=sys.stderr, flush=True)
     report.pop("summary", None)
     write_report(report, args.out, FILENAME, summary, "benchmarks/chapter_bench.py")
     return 0

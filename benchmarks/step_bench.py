@@ -9,15 +9,12 @@ report gives medians over ``--rounds`` and ratios against the baseline of the sa
 1. **The optimizer.** The MLP's whole training step (forward, loss, backward, update; d = 16, batch
    128) with torch's per-tensor SGD loop against its fused SGD (one kernel per parameter tensor),
    which ``ncmse.train.make_optimizer`` uses since.
-2. **The data pass.** One epoch of the training loader with every batch normalized as it is drawn
-   against the whole set normalized once (``TensorLoader``, bit-identical batches).
-3. **An ensemble of runs that share a data stream** (same seed and split, different lr or loss):
+2. **An ensemble of runs that share a data stream** (same seed and split, different lr or loss):
    E MLPs stacked into one batched model (first layer one wide matrix product, then batched products,
    BatchNorm over E·C channels) against E single steps; plus how far member 0's weights drift from its
    single run after the timed steps (a different summation order, so not bit-identical).
-4. **Whole runs** of the profile's kind (15 epochs, NC measured after epochs 1, 2, 3, 5, 7, 10 and 15),
-   before (loop SGD, per-batch normalization) and after (fused SGD, normalized once), and, with the
-   new code, a run that measures NC only after its last epoch — what
+3. **Whole runs** of the profile's kind (15 epochs, NC measured after epochs 1, 2, 3, 5, 7, 10 and 15),
+   before (loop SGD) and after (fused SGD), and, with fused SGD, a run that measures NC only after its last epoch — what
    ``ncmse.study.curves_only_where_drawn`` gives every run whose curve the chapter does not draw.
 
 Timings belong here, never in tests.
@@ -38,13 +35,11 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
 from _report import write_report  # noqa: E402
+from torch import nn  # noqa: E402
 
 import ncmse.train as T  # noqa: E402
 from ncmse.config import profile_config  # noqa: E402
-from ncmse.data import TensorLoader, load_dataset, subsample  # noqa: E402
 from ncmse.losses import loss_module  # noqa: E402
 from ncmse.machine import device_description  # noqa: E402
 from ncmse.models import build_model  # noqa: E402
@@ -106,28 +101,11 @@ def optimizer_cell(rounds: int, steps: int) -> dict:
                 loss.backward()
                 opt.step()
             times[name].append((time.perf_counter() - t) / steps)
-    drift = max(float((a - b).abs().max()) for a, b in zip(setups["loop"][0].parameters(),
+    drift = max(float((a - b).detach().abs().max()) for a, b in zip(setups["loop"][0].parameters(),
                                                            setups["fused"][0].parameters(), strict=True))
     ratio = statistics.median(f / lo for f, lo in zip(times["fused"], times["loop"], strict=True))
     return {"loop_step_ms": median_ms(times["loop"]), "fused_step_ms": median_ms(times["fused"]),
             "fused_over_loop": ratio, "max_weight_difference": drift, "steps": steps * rounds}
-
-
-def data_cell(rounds: int, data) -> dict:
-    once = TensorLoader(data, B, seed=0)
-    per_batch = TensorLoader(data, B, seed=0)
-    per_batch.normalize_once_bytes = 0
-    list(once)                                    # the one-time normalization is paid before the clock
-    times = {"per_batch": [], "once": []}
-    for _ in range(rounds):
-        for name, loader in (("per_batch", per_batch), ("once", once)):
-            t = time.perf_counter()
-            for _ in loader:
-                pass
-            times[name].append(time.perf_counter() - t)
-    ratio = statistics.median(o / p for o, p in zip(times["once"], times["per_batch"], strict=True))
-    return {"per_batch_epoch_ms": median_ms(times["per_batch"]), "once_epoch_ms": median_ms(times["once"]),
-            "once_over_per_batch": ratio, "batches": len(once)}
 
 
 def ensemble_cell(rounds: int, steps: int, sizes=(4, 12)) -> list[dict]:
@@ -170,41 +148,42 @@ def ensemble_cell(rounds: int, steps: int, sizes=(4, 12)) -> list[dict]:
     return out
 
 
-def runs_cell(rounds: int) -> dict:
+def runs_cell(rounds: int, epochs: int = 15) -> dict:
     cfg = profile_config("cpu", d=16, loss="mse")
+    cfg = cfg.replace(epochs=epochs, nc_epochs=tuple(e for e in cfg.nc_epochs if e <= epochs))
     fused_optimizer = T.make_optimizer
 
     def loop_optimizer(model, config):
         return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                                weight_decay=config.weight_decay, foreach=False)
 
-    variants = {"before": (loop_optimizer, 0, cfg), "after": (fused_optimizer, TensorLoader.normalize_once_bytes, cfg),
-                "after_final_nc_only": (fused_optimizer, TensorLoader.normalize_once_bytes, cfg.replace(nc_epochs=()))}
+    variants = {"before": (loop_optimizer, cfg), "after": (fused_optimizer, cfg),
+                "after_final_nc_only": (fused_optimizer, cfg.replace(nc_epochs=()))}
     times = {k: [] for k in variants}
     acc = {}
     T.train(cfg.replace(epochs=1, nc_epochs=()), progress=False)          # warm-up: data, allocator
     try:
         for _ in range(rounds):
-            for name, (make, limit, config) in variants.items():
-                T.make_optimizer, TensorLoader.normalize_once_bytes = make, limit
+            for name, (make, config) in variants.items():
+                T.make_optimizer = make
                 t = time.perf_counter()
                 r = T.train(config, progress=False)
                 times[name].append(time.perf_counter() - t)
                 acc[name] = r["test"]["accuracy"]
     finally:
-        T.make_optimizer, TensorLoader.normalize_once_bytes = fused_optimizer, variants["after"][1]
+        T.make_optimizer = fused_optimizer
     ratio = {k: statistics.median(a / b for a, b in zip(times[k], times["before"], strict=True)) for k in times}
-    return {"config": "cpu profile: Fashion-MNIST, MLP, d=16, MSE, 1,000 images a class, 15 epochs",
+    return {"config": f"cpu profile: Fashion-MNIST, MLP, d=16, MSE, 1,000 images a class, {epochs} epochs",
             "seconds": {k: statistics.median(v) for k, v in times.items()}, "over_before": ratio,
             "test_accuracy": acc}
 
 
 def summary(report: dict) -> dict:
-    o, dcell, runs = report["optimizer"], report["data"], report["runs"]
+    o, runs = report["optimizer"], report["runs"]
     ens = ", ".join(f"{e['members']} MLPs {e['speedup']:.2f}×" for e in report["ensemble"])
-    return {"what": "one cpu-profile run, 1 thread: fused SGD, data normalized once, ensembles sharing batches",
-            "result": (f"fused SGD step {o['fused_over_loop']:.2f}× the loop's time; an epoch's batches "
-                       f"{dcell['once_over_per_batch']:.2f}×; a whole run {runs['over_before']['after']:.2f}× "
+    return {"what": "one cpu-profile run, 1 thread: fused SGD, NC measured only at the end, ensembles sharing batches",
+            "result": (f"fused SGD: a step {o['fused_over_loop']:.2f}× the loop's time, a whole run "
+                       f"{runs['over_before']['after']:.2f}× "
                        f"before ({runs['over_before']['after_final_nc_only']:.2f}× measuring NC only at the end); "
                        f"ensembles sharing batches: {ens} (not kept)"),
             "machine": report["machine"]}
@@ -215,13 +194,14 @@ def main(argv=None) -> None:
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--run-rounds", type=int, default=3, help="rounds of whole runs (each ~15 s)")
     p.add_argument("--steps", type=int, default=100, help="timed steps per round and variant")
+    p.add_argument("--epochs", type=int, default=15, help="epochs of the whole runs (the profile's: 15)")
     p.add_argument("--out", default=None, help="folder for step_cpu.json (e.g. benchmarks/results)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    data = subsample(load_dataset("fashion_mnist", "train"), 1000, seed=0)
     report = {"machine": device_description(), "threads": torch.get_num_threads(), "torch": torch.__version__,
-              "optimizer": optimizer_cell(args.rounds, args.steps), "data": data_cell(args.rounds, data),
-              "ensemble": ensemble_cell(args.rounds, max(10, args.steps // 4)), "runs": runs_cell(args.run_rounds)}
+              "optimizer": optimizer_cell(args.rounds, args.steps),
+              "ensemble": ensemble_cell(args.rounds, max(10, args.steps // 4)),
+              "runs": runs_cell(args.run_rounds, args.epochs)}
     write_report(report, args.out, "step_cpu.json", summary, "benchmarks/step_bench.py")
 
 

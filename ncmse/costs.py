@@ -6,9 +6,10 @@ The amount of work comes from the settings (:func:`ncmse.study.plan`: runs × ep
 images); the rates come from the benchmarks that measured them (``benchmarks/results``), each on its
 own device and model: a CPU rate for the MLP of the ``cpu`` profile (``threads_bench.py``), one for the
 small CNN of the CIFAR-10 chapter (``precision_check.py``), a GPU rate
-for ResNet18 on CIFAR-10 (``device_deep_check.py``).  An hour figure is *measured* only where the
-rate was measured on that very workload; everything else is labelled *extrapolated*, and a profile
-with no rate for its model says so instead of guessing.
+for ResNet18 on CIFAR-10 (``device_deep_check.py``), and the deep study's whole training at ``cpu``
+timed from an empty cache (``chapter_bench.py``: :func:`chapter_benchmark`).  An hour figure is
+*measured* only where the rate was measured on that very workload; everything else is labelled
+*extrapolated*, and a profile with no rate for its model says so instead of guessing.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from .profiles import GPU_PROFILE, PROFILES, STUDIES
 from .study import plan
 
 __all__ = ["Rate", "rates", "cost_rows", "cost_table", "precision_check", "PrecisionSummary", "precision_summary",
-           "training_steps"]
+           "training_steps", "ChapterMode", "ChapterBenchmark", "chapter_benchmark"]
 
 RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
 
@@ -81,13 +82,122 @@ def cost_rows(results: Path = RESULTS) -> list[dict]:
             base = {"study": name, "profile": profile, "model": model, "runs": p.runs, "tuning": p.tuning,
                     "test": p.test, "epochs": p.epochs, "images": p.images, "image_epochs": p.image_epochs}
             if not matching:
-                rows.append({**base, "device": "—", "hours": None, "source": "no rate measured for this model",
+                rows.append({**base, "device": "—", "hours": None, "measured": False,
+                             "source": "no rate measured for this model",
                              "kind": "no rate measured for this model"})
             for r in matching:
                 rows.append({**base, "device": r.device, "hours": p.image_epochs * r.seconds_per_image / 3600,
                              "source": f"{r.source}: {r.note}" if r.note else r.source,
-                             "kind": f"extrapolated from {r.source}" + (f" ({r.note})" if r.note else "")})
+                             "kind": f"extrapolated from {r.source}" + (f" ({r.note})" if r.note else ""),
+                             "measured": False})
+            if name == "deep" and profile == "cpu":
+                bench = chapter_benchmark(results)
+                for m in bench.modes if bench else ():
+                    rows.append({**base, "device": f"{bench.machine}, {m.executor}", "hours": m.seconds / 3600,
+                                 "source": f"{CHAPTER_REPORT}: the whole study from an empty cache",
+                                 "kind": f"measured by {CHAPTER_REPORT}", "measured": True})
     return rows
+
+
+CHAPTER_REPORT = "chapter_cpu.json"
+_EXECUTORS = {"local": "2 workers × 1 thread", "busy": "2 workers × 1 thread, beside a busy process",
+              "sequential": "1 process"}
+
+
+@dataclass(frozen=True)
+class ChapterMode:
+    """One mode of ``benchmarks/chapter_bench.py``: the deep study at ``cpu`` trained from an empty
+    cache by ``executor``, in ``seconds`` (``tuning_seconds`` of them for the learning-rate tuning);
+    ``run_seconds``: the runs' own training seconds added up; ``fingerprint``: of every run's accuracy."""
+
+    mode: str
+    executor: str
+    seconds: float
+    tuning_seconds: float
+    runs: int
+    run_seconds: float
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class ChapterBenchmark:
+    """``benchmarks/chapter_bench.py``'s report: its :class:`ChapterMode` s, the ``machine``, the
+    ratios the build's goals are about: ``busy_over_quiet`` (local beside a busy process over local
+    alone) and ``sequential_over_local``, NaN where a mode is missing; ``same_numbers``: every mode
+    trained the same accuracies; ``baseline``: (git revision, seconds) of the local mode timed with
+    older code in the same session (``--baseline``), or None."""
+
+    modes: tuple
+    machine: str
+    baseline: tuple | None = None
+
+    def mode(self, name: str) -> ChapterMode | None:
+        return next((m for m in self.modes if m.mode == name), None)
+
+    def _ratio(self, a: str, b: str) -> float:
+        ma, mb = self.mode(a), self.mode(b)
+        return ma.seconds / mb.seconds if ma and mb else math.nan
+
+    @property
+    def busy_over_quiet(self) -> float:
+        return self._ratio("busy", "local")
+
+    @property
+    def sequential_over_local(self) -> float:
+        return self._ratio("sequential", "local")
+
+    @property
+    def same_numbers(self) -> bool:
+        return len({m.fingerprint for m in self.modes}) == 1
+
+    def sentence(self, busy_goal: float = 2.5) -> str:
+        """What the report says, in words: each mode's minutes and the two ratios (``busy_goal``: the
+        slow-down beside a busy process that the build must stay within)."""
+        parts = []
+        if (m := self.mode("local")) is not None:
+            parts.append(f"On {self.machine}, the chapter's {m.runs} runs took {m.seconds / 60:.1f} minutes with "
+                         f"2 workers of 1 thread each ({m.tuning_seconds / 60:.1f} of them for the learning-rate "
+                         "tuning).")
+        if (m := self.mode("busy")) is not None and not math.isnan(self.busy_over_quiet):
+            within = "within" if self.busy_over_quiet <= busy_goal else "above"
+            parts.append(f"Beside a busy process they took {m.seconds / 60:.1f} minutes, "
+                         f"{self.busy_over_quiet:.2f}× the quiet time ({within} the {busy_goal:g}× the build "
+                         "allows itself).")
+        if (m := self.mode("sequential")) is not None and not math.isnan(self.sequential_over_local):
+            parts.append(f"One after another in a single process they took {m.seconds / 60:.1f} minutes, "
+                         f"{self.sequential_over_local:.2f}× the workers' time.")
+        if self.baseline is not None and (m := self.mode("local")) is not None:
+            rev, seconds = self.baseline
+            parts.append(f"In the same session the code of commit {rev} took {seconds / 60:.1f} minutes for the "
+                         f"same training, so this code takes {m.seconds / seconds:.2f}× its time.")
+        parts.append("Every way trained the same accuracies, run by run." if self.same_numbers else
+                     "The ways did not train the same accuracies.")
+        return " ".join(parts)
+
+    def table(self) -> str:
+        """Markdown: one row per mode (minutes, of which tuning, runs, the runs' summed seconds)."""
+        from .plotting import markdown_table
+
+        base = self.mode("local")
+        rows = [(m.executor, m.seconds / 60, m.tuning_seconds / 60, m.runs, m.run_seconds,
+                 m.seconds / base.seconds if base else math.nan) for m in self.modes]
+        return markdown_table(rows, ["executor", "minutes", "of which tuning", "runs", "runs' own seconds, summed",
+                                     "× the 2 workers' time"], formats=[None, ".1f", ".1f", None, ".0f", ".2f"])
+
+
+def chapter_benchmark(results: Path = RESULTS) -> ChapterBenchmark | None:
+    """:class:`ChapterBenchmark` of the report in ``results`` (modes in the order local, busy,
+    sequential), or None where ``benchmarks/chapter_bench.py`` has not been run at ``cpu``."""
+    path = results / CHAPTER_REPORT
+    if not path.exists():
+        return None
+    r = json.loads(path.read_text())
+    if r.get("profile", "cpu") != "cpu":
+        return None
+    modes = tuple(ChapterMode(name, _EXECUTORS[name], m["seconds"], m["tuning_seconds"], m["runs"], m["run_seconds"],
+                              m["accuracy_fingerprint"]) for name in _EXECUTORS if (m := r["modes"].get(name)))
+    b = r.get("baseline", {}).get("local")
+    return ChapterBenchmark(modes, r["machine"], (b["rev"], b["seconds"]) if b else None)
 
 
 def cost_table(results: Path = RESULTS) -> str:
@@ -100,10 +210,11 @@ def cost_table(results: Path = RESULTS) -> str:
         return f"{h * 3600:.0f} s" if h < 1 / 60 else f"{h * 60:.1f} min" if h < 1 else f"{h:.1f} h"
 
     rows = [(f"{r['study']}, {r['profile']} ({r['model']})", f"{r['runs']} ({r['tuning']} + {r['test']})",
-             f"{r['epochs']} × {r['images']:,}", r["device"], hours(r["hours"]), r["source"])
+             f"{r['epochs']} × {r['images']:,}", r["device"], hours(r["hours"]),
+             "—" if r["hours"] is None else "measured" if r.get("measured") else "extrapolated", r["source"])
             for r in cost_rows(results)]
     return markdown_table(rows, ["study, profile (model)", "runs (tuning + test)", "epochs × images", "device",
-                                 "time, extrapolated", "rate from"])
+                                 "time", "how", "from"])
 
 
 def precision_check(results: Path = RESULTS) -> dict | None:

@@ -74,8 +74,8 @@ def resolve_device(device: torch.device | str | None) -> torch.device:
 def make_optimizer(model: torch.nn.Module, config: RunConfig) -> torch.optim.Optimizer:
     """SGD with momentum or Adam, weight decay on every parameter.  Where torch has a fused kernel for
     the parameters' device (CPU and CUDA), the update of each parameter tensor is one kernel instead
-    of four: the same update up to rounding (fused multiply-adds), and on the CPU the MLP's whole
-    training step takes ~10% less time (``benchmarks/step_bench.py``)."""
+    of four: the same update up to rounding (fused multiply-adds), and a cheaper step
+    (``benchmarks/step_bench.py`` measures how much)."""
     device = next(model.parameters()).device
     fused = {"fused": True} if device.type in _fused_devices() else {}
     if config.optimizer == "sgd":

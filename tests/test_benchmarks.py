@@ -1,9 +1,14 @@
-"""The GPU benchmark's code path, at a smoke size on the CPU (its numbers mean nothing here; timings are
+"""The benchmarks' code paths, at a smoke size on the CPU (their numbers mean nothing here; timings are
 never asserted)."""
 
 import json
+import os
 import sys
 from pathlib import Path
+
+import pytest
+
+from ncmse import costs, study
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
@@ -25,3 +30,35 @@ def test_gpu_throughput_runs_on_cpu_at_smoke_size(tmp_path, monkeypatch, capsys)
     for p in report["projected_paper"].values():
         assert p["device_hours"] == p["image_epochs"] / report["best_images_per_s"] / 3600
     assert report["summary"]["script"] == "benchmarks/gpu_throughput.py"
+
+
+DATA = Path(os.environ.get("NCMSE_DATA_ROOT", BENCHMARKS.parent.parent / "shared" / "data"))
+needs_data = pytest.mark.skipif(not (DATA / "FashionMNIST" / "raw").exists(), reason=f"Fashion-MNIST not under {DATA}")
+
+
+@needs_data
+def test_chapter_bench_runs_the_study_from_an_empty_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("NCMSE_DATA_ROOT", str(DATA))
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    sys.modules.pop("chapter_bench", None)
+    import chapter_bench
+
+    assert chapter_bench.main(["--profile", "smoke", "--modes", "sequential", "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "chapter_cpu.json").read_text())
+    (mode,) = report["modes"].values()
+    assert mode["runs"] == study.plan("smoke").runs and mode["seconds"] >= mode["tuning_seconds"] > 0
+    assert report["profile"] == "smoke" and costs.chapter_benchmark(tmp_path) is None   # not a cpu measurement
+
+
+@needs_data
+def test_step_bench_runs_at_a_smoke_size(tmp_path, monkeypatch):
+    monkeypatch.setenv("NCMSE_DATA_ROOT", str(DATA))
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    sys.modules.pop("step_bench", None)
+    import step_bench
+
+    step_bench.main(["--rounds", "1", "--run-rounds", "1", "--steps", "2", "--epochs", "2", "--out", str(tmp_path)])
+    report = json.loads((tmp_path / "step_cpu.json").read_text())
+    assert [e["members"] for e in report["ensemble"]] == [4, 12]
+    assert set(report["runs"]["over_before"]) == {"before", "after", "after_final_nc_only"}
+    assert report["runs"]["test_accuracy"]["after"] == report["runs"]["test_accuracy"]["after_final_nc_only"]

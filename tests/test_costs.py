@@ -38,6 +38,33 @@ def test_cost_table_uses_the_rates_it_finds(tmp_path):
     assert costs.rates(tmp_path) == []
     rows = costs.cost_rows(tmp_path)
     assert all(r["hours"] is None for r in rows) and "no rate measured" in costs.cost_table(tmp_path)
+    assert not any(r.get("measured") for r in rows)
     (tmp_path / "device_deep_check_h200.json").write_text(json.dumps({"gpu": "GPU X", "seconds_per_image": 1e-4}))
     paper = [r for r in costs.cost_rows(tmp_path) if r["profile"] == "paper" and r["study"] == "deep"]
     assert len(paper) == 1 and paper[0]["hours"] == pytest.approx(study.plan("paper").image_epochs * 1e-4 / 3600)
+
+
+def test_chapter_benchmark_rows_are_measured_and_ratios_follow_the_report(tmp_path):
+    assert costs.chapter_benchmark(tmp_path) is None
+    mode = {"tuning_seconds": 100.0, "runs": 196, "run_seconds": 700.0, "accuracy_fingerprint": "ab"}
+    report = {"machine": "CPU Y, 2 cores", "profile": "cpu",
+              "modes": {"sequential": {**mode, "seconds": 720.0}, "local": {**mode, "seconds": 360.0},
+                        "busy": {**mode, "seconds": 540.0, "accuracy_fingerprint": "cd"}}}
+    (tmp_path / costs.CHAPTER_REPORT).write_text(json.dumps(report))
+    assert costs.chapter_benchmark(tmp_path).baseline is None
+    report["baseline"] = {"local": {**mode, "seconds": 480.0, "rev": "abc1234"}}
+    (tmp_path / costs.CHAPTER_REPORT).write_text(json.dumps(report))
+    bench = costs.chapter_benchmark(tmp_path)
+    assert bench.baseline == ("abc1234", 480.0) and "0.75× its time" in bench.sentence()
+    assert [m.mode for m in bench.modes] == ["local", "busy", "sequential"]
+    assert bench.busy_over_quiet == pytest.approx(1.5) and bench.sequential_over_local == pytest.approx(2.0)
+    assert not bench.same_numbers and "did not train the same" in bench.sentence()
+    assert "1.50× the quiet time (within the 2.5×" in bench.sentence() and "2.00× the workers'" in bench.sentence()
+    assert "2.00" in bench.table() and "6.0" in bench.table()
+    measured = [r for r in costs.cost_rows(tmp_path) if r["measured"]]
+    assert [(r["study"], r["profile"]) for r in measured] == [("deep", "cpu")] * 3
+    assert measured[0]["hours"] == pytest.approx(0.1) and "beside a busy process" in measured[1]["device"]
+    assert "measured" in costs.cost_table(tmp_path)
+    report["profile"] = "smoke"                    # a check of the script is not a measurement of the chapter
+    (tmp_path / costs.CHAPTER_REPORT).write_text(json.dumps(report))
+    assert costs.chapter_benchmark(tmp_path) is None

@@ -228,7 +228,8 @@ def test_curves_only_where_drawn_keeps_training_and_drops_intermediate_nc():
     keep = dict(nc_ds=(4, 16), variants=(MSE, CE, rmse))
     assert study.curves_only_where_drawn(base.replace(d=4), **keep) == base.replace(d=4)
     assert study.curves_only_where_drawn(rmse.config(base, d=16), **keep).nc_epochs == base.nc_epochs
-    for other in (base.replace(d=9), base.replace(d=4, feature_relu=False), Variant("rmse", 1.0, 3.0).config(base, d=4)):
+    others = (base.replace(d=9), base.replace(d=4, feature_relu=False), Variant("rmse", 1.0, 3.0).config(base, d=4))
+    for other in others:
         got = study.curves_only_where_drawn(other, **keep)
         assert got.nc_epochs == () and got.replace(nc_epochs=base.nc_epochs) == other
 
