@@ -1,5 +1,6 @@
 """What the benchmark and device-check scripts share: writing a JSON report with its one-line summary
-for the book's status page, and, on a device machine (which has no copy of the data), reading
+for the book's status page, the data folder they read (:func:`data_root`), a busy core to time
+beside (:func:`busy_core`), and, on a device machine (which has no copy of the data), reading
 CIFAR-10's decoded test split in place of every split.
 
 Every report carries ``"summary": {"what", "result", "machine", "script"}``, written by the script's
@@ -13,11 +14,47 @@ from __future__ import annotations
 
 import importlib
 import json
+import multiprocessing as mp
+import os
 import sys
+import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
+REPO = Path(__file__).resolve().parent.parent
+
+
+def data_root() -> str:
+    """Where a benchmark reads its data: ``$NCMSE_DATA_ROOT``, else the offline copy ``../shared/data``
+    beside the repository where it exists, else ``<repo>/data`` (what ``run.sh`` does)."""
+    shared = REPO.parent / "shared" / "data"
+    return os.environ.get("NCMSE_DATA_ROOT") or (str(shared) if shared.is_dir() else str(REPO / "data"))
+
+
+def _spin(stop) -> None:
+    while not stop.is_set():
+        pass
+
+
+@contextmanager
+def busy_core(busy: bool = True):
+    """Within the block (if ``busy``), one other process keeps a core busy with a pure Python loop: the
+    "busy machine" that the thread budgets are timed against.  It runs for half a second before the
+    block starts (so that it is spinning when the clock starts) and is stopped and joined on exit."""
+    if not busy:
+        yield
+        return
+    stop = mp.Event()
+    hog = mp.Process(target=_spin, args=(stop,))
+    hog.start()
+    time.sleep(0.5)
+    try:
+        yield
+    finally:
+        stop.set()
+        hog.join()
 
 
 def write_report(report: dict, out: str | None, filename: str, summary: Callable[[dict], dict],

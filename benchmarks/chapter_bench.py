@@ -26,8 +26,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import multiprocessing as mp
-import os
 import subprocess
 import sys
 import tempfile
@@ -38,7 +36,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _report import RESULTS, write_report  # noqa: E402
+from _report import RESULTS, busy_core, data_root, write_report  # noqa: E402
 
 from ncmse.threads import child_environment, default_threads  # noqa: E402
 
@@ -71,30 +69,15 @@ print(json.dumps({{"seconds": total, "stage_seconds": stages, "runs": len(entrie
 """
 
 
-def _busy(stop):
-    x = 0
-    while not stop.is_set():
-        x += 1
-
-
 def run_mode(mode: str, root: str, profile: str = "cpu", repo: Path = REPO) -> dict:
     """One mode in a fresh process, with the package of the checkout ``repo``."""
     threads = 1 if mode in ("local", "busy") else default_threads()
-    stop = mp.Event()
-    hog = mp.Process(target=_busy, args=(stop,)) if mode == "busy" else None
     with tempfile.TemporaryDirectory(prefix="ncmse-chapter-bench-") as tmp:
         code = CHILD.format(repo=str(repo), profile=profile, local=mode != "sequential",
                             cache=str(Path(tmp) / "results"), root=root)
-        if hog:
-            hog.start()
-            time.sleep(0.5)
-        try:
+        with busy_core(mode == "busy"):
             out = subprocess.run([sys.executable, "-c", code], env=child_environment(threads), capture_output=True,
                                  text=True, check=True)
-        finally:
-            if hog:
-                stop.set()
-                hog.join()
     r = json.loads(out.stdout.strip().splitlines()[-1])
     acc = r.pop("accuracies")
     r["accuracy_fingerprint"] = hashlib.sha256(json.dumps(acc).encode()).hexdigest()[:16]
@@ -147,8 +130,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     from ncmse.machine import device_description
 
-    shared = REPO.parent / "shared" / "data"
-    root = os.environ.get("NCMSE_DATA_ROOT") or (str(shared) if shared.is_dir() else str(REPO / "data"))
+    root = data_root()
     old = Path(args.out or RESULTS) / FILENAME
     report = json.loads(old.read_text()) if old.exists() else {"modes": {}}
     report["machine"] = device_description()

@@ -33,6 +33,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _report import data_root as benchmark_data_root  # noqa: E402
 from _report import write_report  # noqa: E402
 
 from ncmse.machine import device_description  # noqa: E402
@@ -40,12 +41,6 @@ from ncmse.machine import device_description  # noqa: E402
 SIGNALS = (signal.SIGKILL, signal.SIGTERM, signal.SIGINT)
 COMPARED = ("config", "history", "train", "test", "W", "b", "diverged", "validity", "complete")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-
-
-def _data_root() -> str:
-    env = os.environ.get("NCMSE_DATA_ROOT")
-    shared = REPO.parent / "shared" / "data"
-    return env or (str(shared) if shared.is_dir() else str(REPO / "data"))
 
 
 def _train_cmd(cache: Path, data_root: str) -> list[str]:
@@ -162,11 +157,11 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None)
     args = p.parse_args()
-    data_root = _data_root()
+    root = benchmark_data_root()
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="ncmse-drill-") as tmp:
-        k = kills(args.kills, random.Random(args.seed), data_root, Path(tmp))
-        c = concurrent(args.concurrent, data_root, Path(tmp))
+        k = kills(args.kills, random.Random(args.seed), root, Path(tmp))
+        c = concurrent(args.concurrent, root, Path(tmp))
     report = {"machine": device_description(), "threads": 1, "command": " ".join(_train_cmd(Path("DIR"), "ROOT")[1:]),
               "kills": k, "concurrent_sweeps": c, "passed": k["all_bit_identical"] and k["no_traceback"]
               and k["clean_messages"] and c["all_ok"], "seconds": round(time.perf_counter() - t0, 1),

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import os
 import statistics
 import subprocess
@@ -29,7 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _report import write_report  # noqa: E402
+from _report import busy_core, data_root, write_report  # noqa: E402
 
 from ncmse.threads import child_environment  # noqa: E402
 
@@ -49,12 +48,6 @@ print(json.dumps({{"seconds": time.perf_counter() - t0, "threads": torch.get_num
 """
 
 
-def _busy(stop):
-    x = 0
-    while not stop.is_set():
-        x += 1
-
-
 def _child(threads: int, policy: str, epochs: int, seed: int, root: str) -> tuple[list[str], dict]:
     """The command and environment of one timed run in a fresh process."""
     env = child_environment(threads, base={k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"})
@@ -70,17 +63,8 @@ def _one(threads: int, policy: str, epochs: int, seed: int, root: str) -> dict:
 
 
 def _timed(threads, policy, epochs, repeats, root, busy: bool) -> dict:
-    stop = mp.Event()
-    hog = mp.Process(target=_busy, args=(stop,)) if busy else None
-    if hog:
-        hog.start()
-        time.sleep(0.5)
-    try:
+    with busy_core(busy):
         runs = [_one(threads, policy, epochs, 0, root) for _ in range(repeats)]
-    finally:
-        if hog:
-            stop.set()
-            hog.join()
     return {"threads": threads, "policy": policy, "busy": busy,
             "seconds": statistics.median(r["seconds"] for r in runs), "seconds_all": [r["seconds"] for r in runs],
             "test_accuracy": runs[0]["test_accuracy"]}
@@ -115,8 +99,7 @@ def main() -> int:
     args = p.parse_args()
     from ncmse.machine import device_description
 
-    shared = REPO.parent / "shared" / "data"
-    root = os.environ.get("NCMSE_DATA_ROOT") or (str(shared) if shared.is_dir() else str(REPO / "data"))
+    root = data_root()
     cells = []
     for busy in (False, True):
         for threads in (1, 2):

@@ -156,8 +156,7 @@ class ChapterBenchmark:
         parts = []
         if (m := self.mode("local")) is not None:
             parts.append(f"On {self.machine}, the chapter's {m.runs} runs took {m.seconds / 60:.1f} minutes with "
-                         f"2 workers of 1 thread each ({m.tuning_seconds / 60:.1f} of them for the learning-rate "
-                         "tuning).")
+                         f"{m.executor} ({m.tuning_seconds / 60:.1f} of them for the learning-rate tuning).")
         if (m := self.mode("busy")) is not None and not math.isnan(self.busy_over_quiet):
             within = "within" if self.busy_over_quiet <= busy_goal else "above"
             parts.append(f"Beside a busy process they took {m.seconds / 60:.1f} minutes, "
