@@ -16,6 +16,13 @@ report gives medians over ``--rounds`` and ratios against the baseline of the sa
 3. **Whole runs** of the profile's kind (15 epochs, NC measured after epochs 1, 2, 3, 5, 7, 10 and 15),
    before (loop SGD) and after (fused SGD), and, with fused SGD, a run that measures NC only after its last epoch — what
    ``ncmse.study.curves_only_where_drawn`` gives every run whose curve the chapter does not draw.
+4. **Where a step's time goes**: torch.profiler's self time of the matrix products (``aten::mm``,
+   ``aten::addmm``) in the chapter's own step, against the step's wall time measured without the
+   profiler; with the whole runs of 3, the share of a run that is matrix products
+   (``ncmse.costs.step_breakdown`` turns it into the least time the chapter could take).
+5. **torch.compile** of the step's forward and backward (inductor, C++ on the CPU): its first-call
+   time and its steady steps against eager steps, alternated round by round (``--skip-compile``: not
+   measured).
 
 Timings belong here, never in tests.
 """
@@ -40,11 +47,13 @@ from torch import nn  # noqa: E402
 
 import ncmse.train as T  # noqa: E402
 from ncmse.config import profile_config  # noqa: E402
+from ncmse.costs import StepBreakdown, training_steps  # noqa: E402
 from ncmse.losses import loss_module  # noqa: E402
 from ncmse.machine import device_description  # noqa: E402
 from ncmse.models import build_model  # noqa: E402
 
 K, B, HIDDEN = 10, 128, 256
+GEMM_OPS = StepBreakdown.GEMM_OPS          # the profiler's names of matrix products (forward addmm, backward mm)
 
 
 def median_ms(samples: list[float]) -> float:
@@ -148,6 +157,85 @@ def ensemble_cell(rounds: int, steps: int, sizes=(4, 12)) -> list[dict]:
     return out
 
 
+def _chapter_step(d: int = 16):
+    """The chapter's kind of step (cpu profile, MSE, fused SGD from ``ncmse.train.make_optimizer``) on a
+    fixed random batch: returns ``step()``, which runs one forward, backward and update."""
+    cfg = profile_config("cpu", d=d, loss="mse")
+    torch.manual_seed(0)
+    model = build_model("mlp", (1, 28, 28), K, d)
+    opt = T.make_optimizer(model, cfg)
+    crit = loss_module(cfg.loss, cfg.alpha, cfg.M, convention=cfg.mse_convention)
+    x, y = torch.randn(cfg.batch_size, 1, 28, 28), torch.randint(0, K, (cfg.batch_size,))
+
+    def forward_backward(model, x, y):
+        loss = crit(model(x), y)
+        loss.backward()
+        return loss.detach()
+
+    def step(fb=forward_backward):
+        opt.zero_grad(set_to_none=True)
+        float(fb(model, x, y))
+        opt.step()
+    return step, forward_backward, model
+
+
+def breakdown_cell(rounds: int, steps: int) -> dict:
+    """The step's wall time (median over rounds, no profiler) and the matrix products' part of it
+    (torch.profiler self time over ``steps`` profiled steps), with the profiler's five costliest ops."""
+    from torch.profiler import ProfilerActivity, profile
+
+    step, _, _ = _chapter_step()
+    for _ in range(20):                                  # warm-up: allocator, MKL's buffers
+        step()
+    times = []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        for _ in range(steps):
+            step()
+        times.append((time.perf_counter() - t) / steps)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+    events = prof.key_averages()
+    per_step = {e.key: e.self_cpu_time_total / 1e3 / steps for e in events}           # µs in all → ms a step
+    gemm_ms = sum(per_step.get(k, 0.0) for k in GEMM_OPS)
+    step_ms = median_ms(times)
+    top = dict(sorted(per_step.items(), key=lambda kv: -kv[1])[:5])
+    return {"step_ms": step_ms, "gemm_ms": gemm_ms, "gemm_share_of_step": gemm_ms / step_ms,
+            "top_ops_ms": top, "profiled_steps": steps, "timed_steps": steps * rounds}
+
+
+def compile_cell(rounds: int, steps: int) -> dict:
+    """torch.compile of the forward and backward (the update stays torch's fused SGD): the first
+    compiled step's seconds (compiling it, from an empty cache) and compiled over eager step time,
+    alternated round by round."""
+    import tempfile
+
+    # a cold compile, as in a fresh clone: an empty inductor cache of its own (read when compiling)
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="ncmse-inductor-")
+    torch._dynamo.reset()
+    eager_step, fb, _ = _chapter_step()
+    compiled_step, fb2, _ = _chapter_step()
+    compiled = torch.compile(fb2)
+    t = time.perf_counter()
+    compiled_step(compiled)
+    first_s = time.perf_counter() - t
+    for _ in range(20):
+        eager_step()
+        compiled_step(compiled)
+    times = {"eager": [], "compiled": []}
+    for _ in range(rounds):
+        for name, run in (("eager", eager_step), ("compiled", lambda: compiled_step(compiled))):
+            t = time.perf_counter()
+            for _ in range(steps):
+                run()
+            times[name].append((time.perf_counter() - t) / steps)
+    ratio = statistics.median(c / e for c, e in zip(times["compiled"], times["eager"], strict=True))
+    return {"first_step_s": first_s, "eager_step_ms": median_ms(times["eager"]),
+            "compiled_step_ms": median_ms(times["compiled"]), "compiled_over_eager": ratio,
+            "steps": steps * rounds}
+
+
 def runs_cell(rounds: int, epochs: int = 15) -> dict:
     cfg = profile_config("cpu", d=16, loss="mse")
     cfg = cfg.replace(epochs=epochs, nc_epochs=tuple(e for e in cfg.nc_epochs if e <= epochs))
@@ -175,17 +263,23 @@ def runs_cell(rounds: int, epochs: int = 15) -> dict:
     ratio = {k: statistics.median(a / b for a, b in zip(times[k], times["before"], strict=True)) for k in times}
     return {"config": f"cpu profile: Fashion-MNIST, MLP, d=16, MSE, 1,000 images a class, {epochs} epochs",
             "seconds": {k: statistics.median(v) for k, v in times.items()}, "over_before": ratio,
-            "test_accuracy": acc}
+            "test_accuracy": acc, "steps": training_steps(cfg)}
 
 
 def summary(report: dict) -> dict:
-    o, runs = report["optimizer"], report["runs"]
+    o, runs, b, c = report["optimizer"], report["runs"], report["breakdown"], report.get("compile")
     ens = ", ".join(f"{e['members']} MLPs {e['speedup']:.2f}×" for e in report["ensemble"])
-    return {"what": "one cpu-profile run, 1 thread: fused SGD, NC measured only at the end, ensembles sharing batches",
+    share = StepBreakdown.from_report(report).gemm_share_of_run
+    compiled = (f"; torch.compile: {c['first_step_s']:.0f} s to compile, steps {c['compiled_over_eager']:.2f}× "
+                "eager's time" if c else "")
+    return {"what": ("one cpu-profile run, 1 thread: fused SGD, NC measured only at the end, ensembles sharing "
+                     "batches, where a step's time goes, torch.compile"),
             "result": (f"fused SGD: a step {o['fused_over_loop']:.2f}× the loop's time, a whole run "
                        f"{runs['over_before']['after']:.2f}× "
                        f"before ({runs['over_before']['after_final_nc_only']:.2f}× measuring NC only at the end); "
-                       f"ensembles sharing batches: {ens} (not kept)"),
+                       f"ensembles sharing batches: {ens} (not kept); matrix products "
+                       f"{b['gemm_share_of_step']:.0%} of a step, {share:.0%} of a run"
+                       f"{compiled}"),
             "machine": report["machine"]}
 
 
@@ -195,13 +289,17 @@ def main(argv=None) -> None:
     p.add_argument("--run-rounds", type=int, default=3, help="rounds of whole runs (each ~15 s)")
     p.add_argument("--steps", type=int, default=100, help="timed steps per round and variant")
     p.add_argument("--epochs", type=int, default=15, help="epochs of the whole runs (the profile's: 15)")
+    p.add_argument("--skip-compile", action="store_true", help="do not time torch.compile (it compiles C++)")
     p.add_argument("--out", default=None, help="folder for step_cpu.json (e.g. benchmarks/results)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     report = {"machine": device_description(), "threads": torch.get_num_threads(), "torch": torch.__version__,
               "optimizer": optimizer_cell(args.rounds, args.steps),
               "ensemble": ensemble_cell(args.rounds, max(10, args.steps // 4)),
-              "runs": runs_cell(args.run_rounds, args.epochs)}
+              "runs": runs_cell(args.run_rounds, args.epochs),
+              "breakdown": breakdown_cell(args.rounds, args.steps)}
+    if not args.skip_compile:
+        report["compile"] = compile_cell(args.rounds, args.steps)
     write_report(report, args.out, "step_cpu.json", summary, "benchmarks/step_bench.py")
 
 

@@ -7,7 +7,8 @@ images); the rates come from the benchmarks that measured them (``benchmarks/res
 own device and model: a CPU rate for the MLP of the ``cpu`` profile (``threads_bench.py``), one for the
 small CNN of the CIFAR-10 chapter (``precision_check.py``), a GPU rate
 for ResNet18 on CIFAR-10 (``device_deep_check.py``), and the deep study's whole training at ``cpu``
-timed from an empty cache (``chapter_bench.py``: :func:`chapter_benchmark`).  An hour figure is
+timed from an empty cache (``chapter_bench.py``: :func:`chapter_benchmark`), with the share of a run
+that is matrix products (``step_bench.py``: :func:`step_breakdown`).  An hour figure is
 *measured* only where the rate was measured on that very workload; everything else is labelled
 *extrapolated*, and a profile with no rate for its model says so instead of guessing.
 """
@@ -24,7 +25,8 @@ from .profiles import GPU_PROFILE, PROFILES, STUDIES
 from .study import plan
 
 __all__ = ["Rate", "rates", "cost_rows", "cost_table", "precision_check", "PrecisionSummary", "precision_summary",
-           "training_steps", "ChapterMode", "ChapterBenchmark", "chapter_benchmark"]
+           "training_steps", "ChapterMode", "ChapterBenchmark", "chapter_benchmark", "StepBreakdown",
+           "step_breakdown"]
 
 RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
 
@@ -197,6 +199,88 @@ def chapter_benchmark(results: Path = RESULTS) -> ChapterBenchmark | None:
                               m["accuracy_fingerprint"]) for name in _EXECUTORS if (m := r["modes"].get(name)))
     b = r.get("baseline", {}).get("local")
     return ChapterBenchmark(modes, r["machine"], (b["rev"], b["seconds"]) if b else None)
+
+
+STEP_REPORT = "step_cpu.json"
+
+
+@dataclass(frozen=True)
+class StepBreakdown:
+    """``benchmarks/step_bench.py``'s account of one run of the deep chapter's kind (``cpu`` profile,
+    MLP, d = 16, MSE, one thread) on ``machine``: ``step_ms``, a training step's wall time;
+    ``gemm_ms``, its matrix products (torch.profiler's self time of ``aten::mm`` and ``aten::addmm``);
+    ``run_seconds``, a whole run that measures NC only after its last epoch, of ``steps`` SGD steps;
+    ``other_op``, the (name, ms a step) of the costliest other operation in the profile, or None;
+    ``compile_s`` and ``compiled_over_eager``, torch.compile's first step from an empty cache and its
+    steady step time over eager's (NaN where not measured)."""
+
+    step_ms: float
+    gemm_ms: float
+    run_seconds: float
+    steps: int
+    machine: str
+    other_op: tuple | None = None
+    compile_s: float = math.nan
+    compiled_over_eager: float = math.nan
+
+    #: the profiler's names of matrix products (``step_bench.GEMM_OPS``)
+    GEMM_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
+
+    @classmethod
+    def from_report(cls, r: dict) -> StepBreakdown:
+        """From the report dict of ``step_bench.py`` (its ``breakdown``, ``runs`` and ``compile`` cells)."""
+        b, runs, c = r["breakdown"], r["runs"], r.get("compile") or {}
+        others = [(k, v) for k, v in b.get("top_ops_ms", {}).items() if k not in cls.GEMM_OPS]
+        return cls(b["step_ms"], b["gemm_ms"], runs["seconds"]["after_final_nc_only"], runs["steps"], r["machine"],
+                   max(others, key=lambda kv: kv[1]) if others else None,
+                   c.get("first_step_s", math.nan), c.get("compiled_over_eager", math.nan))
+
+    @property
+    def gemm_share_of_step(self) -> float:
+        return self.gemm_ms / self.step_ms
+
+    @property
+    def gemm_share_of_run(self) -> float:
+        """The matrix products of every step of the run, at their profiled speed, over the run's seconds."""
+        return self.gemm_ms * self.steps / 1e3 / self.run_seconds
+
+    def floor_minutes(self, minutes: float) -> float:
+        """What a training of such runs that took ``minutes`` would take if nothing but its matrix
+        products cost time: ``minutes`` × :attr:`gemm_share_of_run`."""
+        return minutes * self.gemm_share_of_run
+
+    def sentence(self, minutes: float | None = None) -> str:
+        """What the report says, in words; with ``minutes`` (the chapter's measured training), the least
+        that training could take at this speed of the matrix products."""
+        parts = [f"In one run of this kind (d = 16, one thread, on {self.machine}), the matrix products are "
+                 f"{self.gemm_share_of_step:.0%} of a training step and {self.gemm_share_of_run:.0%} of the whole "
+                 "run."]
+        if self.other_op is not None:
+            name, ms = self.other_op
+            parts.append(f"The rest is spread thin: the costliest other operation, `{name}`, takes "
+                         f"{ms / self.step_ms:.0%} of a step, and outside the steps come the batches, the data and "
+                         "the evaluation after the last epoch.")
+        if minutes is not None:
+            parts.append(f"Even if everything but the matrix products cost nothing, the {minutes:.1f} minutes "
+                         f"above would still be about {self.floor_minutes(minutes):.1f}.")
+        if not math.isnan(self.compiled_over_eager):
+            saved = (1 - self.compiled_over_eager) * self.step_ms * self.steps / 1e3
+            parts.append(f"`torch.compile` (C++ kernels from inductor) took {self.compile_s:.0f} s to compile the "
+                         f"step from an empty cache, and its steps took {self.compiled_over_eager:.2f}× eager's "
+                         f"time, {saved:.2f} s of a run. Every worker process would compile at least once, and "
+                         "again whenever a new shape or loss fails the compiled graph's guards, and the compiled "
+                         "kernels round differently from eager ones: the book does not compile.")
+        return " ".join(parts)
+
+
+def step_breakdown(results: Path = RESULTS) -> StepBreakdown | None:
+    """:class:`StepBreakdown` of ``step_bench.py``'s report in ``results``, or None where there is none
+    (or it predates the breakdown)."""
+    path = results / STEP_REPORT
+    if not path.exists():
+        return None
+    r = json.loads(path.read_text())
+    return StepBreakdown.from_report(r) if "breakdown" in r and "steps" in r.get("runs", {}) else None
 
 
 def cost_table(results: Path = RESULTS) -> str:

@@ -57,8 +57,13 @@ def test_step_bench_runs_at_a_smoke_size(tmp_path, monkeypatch):
     sys.modules.pop("step_bench", None)
     import step_bench
 
-    step_bench.main(["--rounds", "1", "--run-rounds", "1", "--steps", "2", "--epochs", "2", "--out", str(tmp_path)])
+    step_bench.main(["--rounds", "1", "--run-rounds", "1", "--steps", "2", "--epochs", "2", "--skip-compile",
+                     "--out", str(tmp_path)])
     report = json.loads((tmp_path / "step_cpu.json").read_text())
+    b = report["breakdown"]
+    assert 0 < b["gemm_ms"] and b["gemm_share_of_step"] == b["gemm_ms"] / b["step_ms"] and "compile" not in report
+    assert set(b["top_ops_ms"]) & {"aten::mm", "aten::addmm"}        # the profiler saw the matrix products
+    assert report["runs"]["steps"] == 2 * 79                          # 2 epochs of 10,000 images in batches of 128
     assert [e["members"] for e in report["ensemble"]] == [4, 12]
     assert set(report["runs"]["over_before"]) == {"before", "after", "after_final_nc_only"}
     assert report["runs"]["test_accuracy"]["after"] == report["runs"]["test_accuracy"]["after_final_nc_only"]

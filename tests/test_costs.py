@@ -1,6 +1,7 @@
 """The study's plan counts exactly the runs run_study asks for; the cost table reads the benchmarks."""
 
 import json
+import math
 
 import pytest
 
@@ -68,3 +69,24 @@ def test_chapter_benchmark_rows_are_measured_and_ratios_follow_the_report(tmp_pa
     report["profile"] = "smoke"                    # a check of the script is not a measurement of the chapter
     (tmp_path / costs.CHAPTER_REPORT).write_text(json.dumps(report))
     assert costs.chapter_benchmark(tmp_path) is None
+
+
+def test_step_breakdown_shares_and_floor_follow_the_report(tmp_path):
+    assert costs.step_breakdown(tmp_path) is None
+    report = {"machine": "CPU Y, 2 cores", "runs": {"seconds": {"after_final_nc_only": 4.0}, "steps": 1000},
+              "breakdown": {"step_ms": 3.0, "gemm_ms": 2.4, "top_ops_ms": {"aten::mm": 1.5, "aten::addmm": 0.9,
+                                                                          "aten::relu": 0.06, "aten::add_": 0.03}}}
+    (tmp_path / costs.STEP_REPORT).write_text(json.dumps({k: v for k, v in report.items() if k != "breakdown"}))
+    assert costs.step_breakdown(tmp_path) is None                  # a report from before the breakdown
+    (tmp_path / costs.STEP_REPORT).write_text(json.dumps(report))
+    b = costs.step_breakdown(tmp_path)
+    assert b.gemm_share_of_step == pytest.approx(0.8) and b.gemm_share_of_run == pytest.approx(0.6)
+    assert b.floor_minutes(7.5) == pytest.approx(4.5) and math.isnan(b.compiled_over_eager)
+    text = b.sentence(7.5)
+    assert "80% of a training step and 60% of the whole run" in text and "still be about 4.5" in text
+    assert b.other_op == ("aten::relu", 0.06) and "`aten::relu`, takes 2% of a step" in text
+    assert "torch.compile" not in text and "minutes above" not in b.sentence()
+    report["compile"] = {"first_step_s": 15.0, "compiled_over_eager": 0.9}
+    (tmp_path / costs.STEP_REPORT).write_text(json.dumps(report))
+    text = costs.step_breakdown(tmp_path).sentence()
+    assert "took 15 s to compile" in text and "0.90× eager's time, 0.30 s of a run" in text
