@@ -50,6 +50,28 @@ def train_job(config: dict, cache_root: str, device=None, data_root=None, thread
             "seconds": result["provenance"]["wall_seconds"]}
 
 
+# the device of this process when it is a worker of :class:`Local` (its pool initializer sets it)
+_WORKER_DEVICE = None
+
+
+def _claim_device(claims) -> None:
+    """Initializer of a :class:`Local` worker: take this worker's device, once for its whole life,
+    from the queue ``claims`` (one entry per worker)."""
+    global _WORKER_DEVICE
+    _WORKER_DEVICE = claims.get()
+
+
+def _worker_job(config: dict, cache_root: str, data_root=None, threads: int | None = None) -> dict:
+    """:func:`train_job` on this worker's own device."""
+    return train_job(config, cache_root, _WORKER_DEVICE, data_root, threads)
+
+
+def _whoami(seconds: float = 0.0) -> tuple:
+    """(process id, device) of this worker, after sleeping ``seconds``: for checking the pinning."""
+    time.sleep(seconds)
+    return os.getpid(), _WORKER_DEVICE
+
+
 class Executor:
     """A back end: :meth:`train` trains configurations that are not cached into ``cache`` and returns,
     per key, whether it trained the run (False where another process had meanwhile)."""
@@ -86,8 +108,9 @@ class Sequential(Executor):
 class Local(Executor):
     """``workers`` processes on this machine (spawned, so each imports torch afresh with its own thread
     budget: ``threads`` each, default :func:`ncmse.threads.budget`).  With ``devices`` (e.g.
-    ["cuda:0", "cuda:1"]) worker i trains on devices[i % len(devices)]; by default, where the run's
-    device is CUDA and several GPUs are visible, one GPU per worker."""
+    ["cuda:0", "cuda:1"]) worker i trains every run it takes on devices[i % len(devices)], so that two
+    workers never share a GPU while another idles (with as many workers as devices); by default, where
+    the run's device is CUDA and several GPUs are visible, one GPU per worker."""
 
     workers: int = 2
     threads: int | None = None
@@ -110,19 +133,28 @@ class Local(Executor):
             return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
         return [device]
 
-    def train(self, configs, *, cache, device, data_root, bar):
+    def pool(self, workers: int, devices: list):
+        """The spawned process pool of ``workers`` workers, worker i pinned to devices[i % len(devices)]
+        (:func:`_claim_device`)."""
         import multiprocessing as mp
-        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+        from concurrent.futures import ProcessPoolExecutor
+
+        ctx = mp.get_context("spawn")
+        claims = ctx.Queue()
+        for i in range(workers):
+            claims.put(devices[i % len(devices)])
+        return ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_claim_device, initargs=(claims,))
+
+    def train(self, configs, *, cache, device, data_root, bar):
+        from concurrent.futures import FIRST_COMPLETED, wait
 
         threads = self.threads or thread_budget.budget(self.workers)
-        devices = self._devices(device)
-        ctx = mp.get_context("spawn")
         failures, trained = [], {}
         # the workers inherit this budget and import torch afresh (spawn)
         with thread_budget.environment(thread_budget.child_environment(threads, base={})):
-            with ProcessPoolExecutor(max_workers=min(self.workers, len(configs)), mp_context=ctx) as pool:
-                pending = {pool.submit(train_job, c.to_dict(), str(cache.root), devices[i % len(devices)], data_root,
-                                       threads): c for i, c in enumerate(configs)}
+            with self.pool(min(self.workers, len(configs)), self._devices(device)) as pool:
+                pending = {pool.submit(_worker_job, c.to_dict(), str(cache.root), data_root, threads): c
+                           for c in configs}
                 try:
                     while pending:
                         done, _ = wait(pending, return_when=FIRST_COMPLETED)

@@ -133,6 +133,20 @@ def test_slurm_job_array_through_mocked_slurm(tmp_path, one_thread):
     assert all(cache.get(c, data_root=DATA_ROOT) is not None for c in CONFIGS)
 
 
+def test_each_local_worker_keeps_one_device_for_every_run_it_takes():
+    """Two workers over two (named) GPUs: whichever runs a worker takes, it trains them all on its own
+    device, so no GPU gets two runs while the other idles.  The device names are never touched here."""
+    ex = Local(workers=2, devices=["cuda:0", "cuda:1"])
+    with ex.pool(2, ex._devices(None)) as pool:
+        seen = [f.result() for f in [pool.submit(executors._whoami, 2.0 if i < 2 else 0.01) for i in range(10)]]
+    by_worker = {}
+    for pid, device in seen:
+        by_worker.setdefault(pid, set()).add(device)
+    assert len(by_worker) == 2 and all(len(d) == 1 for d in by_worker.values())
+    assert set().union(*by_worker.values()) == {"cuda:0", "cuda:1"}
+    assert executors._whoami() == (os.getpid(), None)       # not a worker: no device of its own
+
+
 def test_bad_back_end_settings_are_refused():
     with pytest.raises(ValueError, match="workers"):
         Local(workers=0)
