@@ -33,13 +33,20 @@ RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
 
 @dataclass(frozen=True)
 class Rate:
-    """Seconds per training image (one image through one SGD step) of ``model`` on ``device``."""
+    """Seconds per training image (one image through one SGD step) of ``model`` on ``machine``, run as
+    ``setup`` (processes × threads; '' on a GPU)."""
 
     model: str
-    device: str
+    machine: str
+    setup: str
     seconds_per_image: float
     source: str                # the benchmark report it comes from
     note: str = ""
+
+    @property
+    def device(self) -> str:
+        """The machine and the setup, as the cost table names them."""
+        return f"{self.machine}, {self.setup}" if self.setup else self.machine
 
 
 def rates(results: Path = RESULTS) -> list[Rate]:
@@ -53,27 +60,28 @@ def rates(results: Path = RESULTS) -> list[Rate]:
         def quiet(threads):
             return next(c for c in r["cells"] if c["threads"] == threads and c["policy"] == "default"
                         and not c["busy"])["seconds"]
-        out.append(Rate("mlp", r["machine"] + ", 1 process × 2 threads", quiet(2) / images, threads.name,
+        out.append(Rate("mlp", r["machine"], "1 process × 2 threads", quiet(2) / images, threads.name,
                         "the training time of one run"))
-        out.append(Rate("mlp", r["machine"] + ", 2 workers × 1 thread", quiet(1) / images / 2, threads.name,
+        out.append(Rate("mlp", r["machine"], "2 workers × 1 thread", quiet(1) / images / 2, threads.name,
                         "two runs at once, each at the speed of one run with 1 thread"))
     precision = results / "precision_cpu.json"
     if precision.exists():
         r = json.loads(precision.read_text())
         bf16 = sorted(x["seconds"] for x in r["runs"] if x["precision"] == "bf16")
         images = r["base"]["epochs"] * r["base"]["n_per_class"] * 10
-        out.append(Rate("cnn", r["machine"] + ", 1 process × 1 thread", bf16[len(bf16) // 2] / images,
+        out.append(Rate("cnn", r["machine"], "1 process × 1 thread", bf16[len(bf16) // 2] / images,
                         precision.name, "bf16, the median run of the precision check"))
     deep = results / "device_deep_check_h200.json"
     if deep.exists():
         r = json.loads(deep.read_text())
-        out.append(Rate("resnet18", r["gpu"], r["seconds_per_image"], deep.name,
+        out.append(Rate("resnet18", r["gpu"], "", r["seconds_per_image"], deep.name,
                         "fp32, batch 128, runs of 2 epochs on 5,000 images"))
     return out
 
 
 def cost_rows(results: Path = RESULTS) -> list[dict]:
-    """One row per study, profile and matching rate: the plan, and the hours it takes at that rate."""
+    """One row per study, profile and matching rate: the plan, and the hours it takes at that rate on
+    ``device`` (the machine and ``setup``, its processes × threads; '' on a GPU)."""
     rows = []
     known = rates(results)
     for name in STUDIES:
@@ -84,18 +92,20 @@ def cost_rows(results: Path = RESULTS) -> list[dict]:
             base = {"study": name, "profile": profile, "model": model, "runs": p.runs, "tuning": p.tuning,
                     "test": p.test, "epochs": p.epochs, "images": p.images, "image_epochs": p.image_epochs}
             if not matching:
-                rows.append({**base, "device": "—", "hours": None, "measured": False,
+                rows.append({**base, "device": "—", "setup": "", "hours": None, "measured": False,
                              "source": "no rate measured for this model",
                              "kind": "no rate measured for this model"})
             for r in matching:
-                rows.append({**base, "device": r.device, "hours": p.image_epochs * r.seconds_per_image / 3600,
+                rows.append({**base, "device": r.device, "setup": r.setup,
+                             "hours": p.image_epochs * r.seconds_per_image / 3600,
                              "source": f"{r.source}: {r.note}" if r.note else r.source,
                              "kind": f"extrapolated from {r.source}" + (f" ({r.note})" if r.note else ""),
                              "measured": False})
             if name == "deep" and profile == "cpu":
                 bench = chapter_benchmark(results)
                 for m in bench.modes if bench else ():
-                    rows.append({**base, "device": f"{bench.machine}, {m.executor}", "hours": m.seconds / 3600,
+                    rows.append({**base, "device": f"{bench.machine}, {m.executor}", "setup": m.executor,
+                                 "hours": m.seconds / 3600,
                                  "source": f"{CHAPTER_REPORT}: the whole study from an empty cache",
                                  "kind": f"measured by {CHAPTER_REPORT}", "measured": True})
     return rows

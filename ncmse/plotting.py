@@ -170,3 +170,29 @@ def per_class_accuracy(ax, geometry: dict, classes, *, counted=None) -> None:
     ax.set_xticks(x, classes, rotation=30, ha="right")
     ax.set(ylabel="test accuracy", ylim=(0, 1.1))
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), ncols=len(geometry))
+
+
+def cost_figure(rows: list[dict]):
+    """The figure of the page "Running at the paper's scale" from ``ncmse.costs.cost_rows``: above, the
+    training images that all runs of each study and profile see together; below, one bar per row that
+    has a rate, its hours, measured rows in their own colour (both axes log scale), labelled by the
+    row's setup (processes × threads; the device where there is none: a GPU).  Returns the figure."""
+    work = {f"{r['study']}, {r['profile']}": r["image_epochs"] for r in rows}
+    timed = [r for r in rows if r["hours"] is not None]
+    fig, (ax_work, ax_time) = subplots(2, 1, height=0.2 * (len(work) + len(timed)) + 2.4,
+                                       gridspec_kw={"height_ratios": [len(work) + 3, len(timed) + 3]})
+    ax_work.barh(range(len(work)), list(work.values()), color=PALETTE[0])
+    ax_work.set_yticks(range(len(work)), list(work))
+    ax_work.set(xscale="log", xlabel="training images seen by all runs of the study")
+    # positions, not category names: a measured and an extrapolated row may share a label
+    ax_time.barh(range(len(timed)), [r["hours"] for r in timed],
+                 color=[PALETTE[2] if r["measured"] else PALETTE[1] for r in timed])
+    ax_time.set_yticks(range(len(timed)), [f"{r['study']}, {r['profile']}: {r['setup'] or r['device']}"
+                                           for r in timed])
+    ax_time.set(xscale="log", xlabel="hours")
+    for ax in (ax_work, ax_time):
+        ax.tick_params(axis="y", labelsize="small")
+        ax.invert_yaxis()                                 # the table's order, top to bottom
+    fig.legend(handles=[mpl.patches.Patch(color=PALETTE[1], label="extrapolated"),
+                        mpl.patches.Patch(color=PALETTE[2], label="measured")], loc="outside lower center", ncols=2)
+    return fig

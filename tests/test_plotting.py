@@ -31,3 +31,17 @@ def test_markdown_table_escapes_pipes_and_checks_rows():
     assert text.splitlines()[2] == "| a\\|b | 0.50 |"
     with pytest.raises(ValueError, match="entries"):
         plotting.markdown_table([(1,)], ["a", "b"])
+
+
+def test_cost_figure_draws_one_bar_per_timed_row_with_its_own_label():
+    row = {"study": "deep", "profile": "cpu", "image_epochs": 1e6, "device": "CPU X, 2 workers", "setup": "2 workers",
+           "hours": 0.1,
+           "measured": False}
+    rows = [row, {**row, "measured": True, "hours": 0.2}, {**row, "profile": "paper", "hours": None}]
+    fig = plotting.cost_figure(rows)
+    ax_work, ax_time = fig.axes[:2]
+    assert [t.get_text() for t in ax_work.get_yticklabels()] == ["deep, cpu", "deep, paper"]
+    assert [p.get_width() for p in ax_time.patches] == [0.1, 0.2]          # same label, two bars
+    assert [t.get_text() for t in ax_time.get_yticklabels()] == ["deep, cpu: 2 workers"] * 2
+    assert ax_time.patches[0].get_facecolor() != ax_time.patches[1].get_facecolor()
+    plt.close(fig)
