@@ -26,7 +26,7 @@ from .study import plan
 
 __all__ = ["Rate", "rates", "cost_rows", "cost_table", "precision_check", "PrecisionSummary", "precision_summary",
            "training_steps", "ChapterMode", "ChapterBenchmark", "chapter_benchmark", "StepBreakdown",
-           "step_breakdown"]
+           "step_breakdown", "device_name"]
 
 RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
 
@@ -45,8 +45,12 @@ class Rate:
 
     @property
     def device(self) -> str:
-        """The machine and the setup, as the cost table names them."""
-        return f"{self.machine}, {self.setup}" if self.setup else self.machine
+        return device_name(self.machine, self.setup)
+
+
+def device_name(machine: str, setup: str = "") -> str:
+    """The cost table's device: the machine, then its setup (processes × threads) where there is one."""
+    return f"{machine}, {setup}" if setup else machine
 
 
 def rates(results: Path = RESULTS) -> list[Rate]:
@@ -104,7 +108,7 @@ def cost_rows(results: Path = RESULTS) -> list[dict]:
             if name == "deep" and profile == "cpu":
                 bench = chapter_benchmark(results)
                 for m in bench.modes if bench else ():
-                    rows.append({**base, "device": f"{bench.machine}, {m.executor}", "setup": m.executor,
+                    rows.append({**base, "device": device_name(bench.machine, m.executor), "setup": m.executor,
                                  "hours": m.seconds / 3600,
                                  "source": f"{CHAPTER_REPORT}: the whole study from an empty cache",
                                  "kind": f"measured by {CHAPTER_REPORT}", "measured": True})

@@ -10,9 +10,10 @@ import matplotlib as mpl
 import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
+from matplotlib.patches import Patch
 
 __all__ = ["use_style", "PALETTE", "FIGSIZE", "gram_heatmap", "subplots", "figure", "markdown_table", "draw_frame",
-           "accuracy_against_d", "per_class_accuracy"]
+           "accuracy_against_d", "per_class_accuracy", "cost_figure"]
 
 PALETTE = sns.color_palette("colorblind")
 FIGSIZE = (6.4, 3.6)
@@ -193,6 +194,6 @@ def cost_figure(rows: list[dict]):
     for ax in (ax_work, ax_time):
         ax.tick_params(axis="y", labelsize="small")
         ax.invert_yaxis()                                 # the table's order, top to bottom
-    fig.legend(handles=[mpl.patches.Patch(color=PALETTE[1], label="extrapolated"),
-                        mpl.patches.Patch(color=PALETTE[2], label="measured")], loc="outside lower center", ncols=2)
+    fig.legend(handles=[Patch(color=PALETTE[1], label="extrapolated"), Patch(color=PALETTE[2], label="measured")],
+               loc="outside lower center", ncols=2)
     return fig
