@@ -60,8 +60,16 @@ def busy_core(busy: bool = True):
 def write_report(report: dict, out: str | None, filename: str, summary: Callable[[dict], dict],
                  script: str) -> None:
     """Add ``summary(report)`` (keys what, result, machine) and the script's name to ``report``, print
-    it as JSON and, when ``out`` is given, write it to ``out/filename``."""
+    it as JSON and, when ``out`` is given, write it to ``out/filename``.  A report made on a CPU carries
+    the CPU's capability (``ncmse.hardware.capability``: AVX2, AVX-512, AMX, native or emulated bf16)
+    beside the machine's name, since a speed measured on one CPU is no fact about another."""
+    if "capability" not in report:
+        from ncmse.hardware import capability
+
+        report["capability"] = capability()
     report["summary"] = {**summary(report), "script": script}
+    if report["capability"] not in report["summary"].get("machine", ""):
+        report["summary"]["machine"] = f"{report['summary'].get('machine', '?')} ({report['capability']})"
     text = json.dumps(report, indent=2)
     print(text)
     if out:

@@ -2,6 +2,7 @@
 process, quiet and beside a busy process (CPU).
 
     python benchmarks/chapter_bench.py [--modes local busy sequential] [--out benchmarks/results]
+    python benchmarks/chapter_bench.py --book [--cap avx2] [--out benchmarks/results]
 
 Each mode trains every run of ``ncmse.study.run_study("cpu")`` (the learning-rate tuning, then the
 test runs: what the chapter "Deep networks" trains) into a fresh, empty cache, in a fresh process
@@ -19,11 +20,21 @@ seconds, and a fingerprint of every run's test accuracy, so that the modes can b
 same numbers.  The chapter's wall time in a book build adds its analysis and figures (~20 s; the
 book's status page lists each build's chapter times).  Modes already in the report are kept, so they
 may be run one at a time.  Timings belong here, never in tests.
+
+``--book`` times the whole main job instead, per machine class: ``python -m ncmse book --profile cpu``
+(what ``./run.sh book`` runs once it is set up) in a fresh copy of the working tree (the files git
+tracks or would track: no results cache, no decoded data, no built site), on a quiet machine; the
+report ``book_cpu.json`` keeps one entry per machine class (CPU model, cores, capability) with the
+total wall time and every chapter's.  ``--cap avx2`` caps torch's dispatch and oneDNN at AVX2
+(``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2``): what a CPU without AVX-512 and without
+native bf16 does, measured on a newer one.  It is labelled as capped: a real AVX2 CPU of another
+make and clock is another machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import subprocess
@@ -102,7 +113,63 @@ def baseline_mode(mode: str, root: str, profile: str, rev: str) -> dict:
                            capture_output=True)
 
 
+BOOK_FILENAME = "book_cpu.json"
+CAPS = {"avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}}
+
+
+def run_book(root: str, cap: str | None = None, profile: str = "cpu", keep: str | None = None) -> dict:
+    """``python -m ncmse book --profile PROFILE`` in a fresh copy of the working tree, timed; with
+    ``cap``, under that capability cap (:data:`CAPS`); with ``keep``, the copy is made in that (new)
+    folder and left there (its cache and site, to look at)."""
+    import os
+
+    env = {**os.environ, "NCMSE_DATA_ROOT": root, **CAPS.get(cap, {})}
+    for k in ("NCMSE_CACHE", "NCMSE_ARCHIVE", "NCMSE_BF16_WARNED", "NCMSE_CHANNELS_LAST"):
+        env.pop(k, None)
+    probe = ("from ncmse.hardware import capability; from ncmse.machine import device_description; "
+             "print(device_description()); print(capability())")
+    machine, capability = subprocess.run([sys.executable, "-c", probe], env=env, cwd=REPO, capture_output=True,
+                                         text=True, check=True).stdout.strip().splitlines()
+    files = subprocess.run(["git", "-C", str(REPO), "ls-files", "-co", "--exclude-standard", "-z"],
+                           capture_output=True, check=True).stdout.decode().split("\0")
+    if keep is not None and Path(keep).exists():
+        raise SystemExit(f"--keep {keep}: the folder exists; give a new one")
+    with (contextlib.nullcontext(keep) if keep else tempfile.TemporaryDirectory(prefix="ncmse-book-bench-")) as tmp:
+        for name in filter(None, files):
+            src, dst = REPO / name, Path(tmp) / name
+            if src.is_file():
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                dst.write_bytes(src.read_bytes())
+        t0 = time.perf_counter()
+        out = subprocess.run([sys.executable, "-m", "ncmse", "book", "--profile", profile], cwd=tmp, env=env,
+                             capture_output=True, text=True)
+        seconds = time.perf_counter() - t0
+        timings_file = Path(tmp) / "_build" / "timings.json"
+        timings = json.loads(timings_file.read_text()) if timings_file.exists() else {}
+    return {"machine": machine, "capability": capability, "capped": cap, "profile": profile, "seconds": seconds,
+            "ok": out.returncode == 0, "tail": out.stdout.strip().splitlines()[-3:] if out.returncode else [],
+            "chapters": {k: round(v["seconds"], 1) for k, v in timings.items()},
+            "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+
+
+def book_class(r: dict) -> str:
+    """The machine class of a book timing: CPU, cores and capability (and the cap, where one was set)."""
+    capped = f", capped at {r['capped'].upper()} on this CPU" if r.get("capped") else ""
+    return f"{r['machine']} ({r['capability']}{capped})"
+
+
+def book_summary(report: dict) -> dict:
+    runs = report["classes"]
+    parts = [f"{r['seconds'] / 60:.1f} min on {name}{'' if r['ok'] else ' (FAILED)'}" for name, r in runs.items()]
+    machines = sorted({r["machine"] for r in runs.values()})
+    return {"what": "./run.sh book at cpu from a fresh copy (empty cache, no decoded data), per machine class",
+            "result": "; ".join(parts), "machine": "; ".join(machines),
+            "capability": "; ".join(sorted({r["capability"] for r in runs.values()}))}
+
+
 def summary(report: dict) -> dict:
+    if "classes" in report:
+        return book_summary(report)
     m = report["modes"]
     parts = [f"{name} {m[name]['seconds'] / 60:.1f} min" for name in MODES if name in m]
     for name, b in report.get("baseline", {}).items():
@@ -127,10 +194,24 @@ def main(argv=None) -> int:
     p.add_argument("--profile", default="cpu", help="smoke: a check of this script in seconds (not reported)")
     p.add_argument("--out", default=None, help="folder of the report (e.g. benchmarks/results); modes already "
                                                 "there are kept")
+    p.add_argument("--book", action="store_true", help="time the whole main job per machine class instead")
+    p.add_argument("--cap", choices=sorted(CAPS), default=None, help="with --book: cap the CPU's capability")
+    p.add_argument("--keep", metavar="DIR", default=None, help="with --book: build in this new folder and keep it")
     args = p.parse_args(argv)
     from ncmse.machine import device_description
 
     root = data_root()
+    if args.book:
+        old = Path(args.out or RESULTS) / BOOK_FILENAME
+        report = json.loads(old.read_text()) if old.exists() else {"classes": {}}
+        print(f"[chapter_bench] the book at {args.profile}{f', capped at {args.cap}' if args.cap else ''} …",
+              file=sys.stderr, flush=True)
+        r = run_book(root, args.cap, args.profile, args.keep)
+        report["classes"][book_class(r)] = r
+        report.pop("summary", None)
+        report["capability"] = "; ".join(sorted({v["capability"] for v in report["classes"].values()}))
+        write_report(report, args.out, BOOK_FILENAME, summary, "benchmarks/chapter_bench.py")
+        return 0 if r["ok"] else 1
     old = Path(args.out or RESULTS) / FILENAME
     report = json.loads(old.read_text()) if old.exists() else {"modes": {}}
     report["machine"] = device_description()

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _report import use_test_split_only, write_report  # noqa: E402
 
-from ncmse import config, experiments, study  # noqa: E402
+from ncmse import experiments, profiles, study  # noqa: E402
 from ncmse.mean_geometry import class_mean_geometries  # noqa: E402
 
 
@@ -42,7 +42,7 @@ def main() -> int:
         print("no CUDA device")
         return 1
     use_test_split_only()                              # only the test split is on a device machine
-    S = config.study_settings("paper")
+    S = profiles.study_settings("paper")
     small = {"seeds": S["seeds"][:1], "rescaled_ds": S["rescaled_ds"][:1], "alphas": (1, 5), "Ms": (1, 5)}
     report = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__, "runs": []}
     with tempfile.TemporaryDirectory() as tmp:
@@ -67,7 +67,7 @@ def main() -> int:
     band = study.history_band(results[:1], "NC1")
     images = R.K * args.n_per_class * args.epochs * len(results)
     per_image = seconds / images
-    n_grid = len(config.d_grid("paper"))
+    n_grid = len(profiles.d_grid("paper"))
     full_runs = n_grid * 3 * len(S["seeds"]) + 7 * len(S["rescaled_ds"]) * len(S["seeds"]) \
         + 2 * n_grid * len(S["linear_seeds"])
     report.update({"sweep_seconds": seconds, "images_trained": images, "seconds_per_image": per_image,

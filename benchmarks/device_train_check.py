@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import use_test_split_only, write_report  # noqa: E402
 
 import ncmse.train as T  # noqa: E402
-from ncmse.config import profile_config  # noqa: E402
+from ncmse.profiles import profile_config  # noqa: E402
 
 
 def main() -> int:

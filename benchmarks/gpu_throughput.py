@@ -97,9 +97,9 @@ def _timed_steps(setting: str, device: str, batch: int, steps: int, warmup: int,
 
 
 def _worker(args, barrier, queue):
-    from ncmse.threads import configure
+    from ncmse.threads import use_budget
 
-    configure(1)
+    use_budget(1)
     barrier.wait()
     queue.put(_timed_steps(*args))
 

@@ -66,7 +66,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads (default: all cores but one)")
     args = parser.parse_args()
-    threads.configure(args.threads)           # no OpenMP spin-waiting against a busy machine (CONTRIBUTING.md)
+    threads.use_budget(args.threads)           # no OpenMP spin-waiting against a busy machine (CONTRIBUTING.md)
     device = torch.device(args.device)
     report = {"machine": machine(device), "repeats": args.repeats,
               "timing": f"median of {args.repeats} runs after a warm-up, without and with keep_features"}

@@ -33,10 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 from _report import write_report  # noqa: E402
 
-from ncmse.config import profile_config  # noqa: E402
 from ncmse.machine import device_description  # noqa: E402
+from ncmse.profiles import profile_config  # noqa: E402
 from ncmse.study import clear_gap  # noqa: E402
-from ncmse.threads import configure  # noqa: E402
+from ncmse.threads import use_budget  # noqa: E402
 from ncmse.train import train  # noqa: E402
 
 
@@ -94,7 +94,7 @@ def main(argv=None) -> int:
     p.add_argument("--compile-only", action="store_true",
                    help="rerun only the torch.compile check and update it in the report in --out")
     args = p.parse_args(argv)
-    threads = configure()
+    threads = use_budget()
     base = profile_config("cpu", "cifar10", nc_epochs=())
     if args.compile_only:
         if not args.out:

@@ -46,11 +46,11 @@ from _report import write_report  # noqa: E402
 from torch import nn  # noqa: E402
 
 import ncmse.train as T  # noqa: E402
-from ncmse.config import profile_config  # noqa: E402
 from ncmse.costs import StepBreakdown, training_steps  # noqa: E402
 from ncmse.losses import loss_module  # noqa: E402
 from ncmse.machine import device_description  # noqa: E402
 from ncmse.models import build_model  # noqa: E402
+from ncmse.profiles import profile_config  # noqa: E402
 
 K, B, HIDDEN = 10, 128, 256
 GEMM_OPS = StepBreakdown.GEMM_OPS          # the profiler's names of matrix products (forward addmm, backward mm)

@@ -36,7 +36,7 @@ CHILD = r"""
 import json, os, sys, time
 sys.path.insert(0, {repo!r})
 import torch
-from ncmse.config import profile_config
+from ncmse.profiles import profile_config
 from ncmse import train as T
 from ncmse.data import load_dataset
 config = profile_config("cpu", epochs={epochs}, nc_epochs=(), seed={seed})

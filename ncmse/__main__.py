@@ -117,7 +117,8 @@ def _parser() -> argparse.ArgumentParser:
                       help=f"size of every chapter (default: {DEFAULT_PROFILE})")
     book.add_argument("--chapters", nargs="+", metavar="ENTRY",
                       help="execute only these _toc.yml entries (e.g. book/ufm_global_optimality); "
-                           "the others reuse their last execution, which must have succeeded")
+                           "the others reuse their last execution, which must have succeeded; the site is "
+                           "built once every chapter has been executed (on a fresh clone add --no-build)")
     book.add_argument("--no-build", action="store_true", help="execute only; do not build the site")
     book.add_argument("--timeout", type=_positive_int, default=3600, help="per-cell timeout in seconds")
     book.add_argument("--workers", type=_positive_int, default=None,
@@ -187,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     from . import threads
 
     # this process's thread budget, before torch starts its pools (ncmse.threads)
-    threads.configure(args.threads if getattr(args, "executor", "sequential") == "sequential"
+    threads.use_budget(args.threads if getattr(args, "executor", "sequential") == "sequential"
                       and getattr(args, "threads", None) else None)
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if args.command != "book" else None
     try:
@@ -233,18 +234,25 @@ def _study(args) -> int:
     from .study import run_study
 
     _check_places(args)
+    cache, on_done = _cache(args), None
+    if args.export is not None:             # resume from the archive; export each run as it finishes
+        from . import archive
+
+        restored = archive.restore(args.study, cache, data_root=args.data_root, root=args.export or None)
+        if restored:
+            print(f"[ncmse] {restored} runs of the archive {archive.folder(args.study, args.export or None)} are "
+                  "valid for this code and data: not trained again")
+        on_done = archive.exporter(args.study, cache, args.export or None)
     results = run_study(args.profile, study=args.study, device=args.device, progress=not args.quiet,
-                        data_root=args.data_root, cache=_cache(args), executor=_executor(args))
+                        data_root=args.data_root, cache=cache, executor=_executor(args), on_done=on_done)
     trained = sum(not r["cached"] for r in results.unique_runs)
     diverged = sum(bool(r.get("diverged")) for r in results.unique_runs)
     print(f"[ncmse] study '{args.study}' at profile '{args.profile}': {len(results.unique_runs)} runs after tuning, "
           f"{trained} trained now, {diverged} diverged; the rescaled MSE of the d-sweep is {results.rmse.label}")
     if args.export is not None:
-        from . import archive
-
-        written = archive.export(results.unique_runs, args.study, args.export or None)
         where = archive.folder(args.study, args.export or None)
-        print(f"[ncmse] exported {len(written)} runs to {where}; commit them to show them in the book")
+        print(f"[ncmse] every run of the study (tuning runs included) is exported to {where}; commit it to show "
+              "the runs in the book")
     return 0
 
 
@@ -266,10 +274,10 @@ def _results(args) -> int:
 
 
 def _train_or_sweep(args) -> int:
-    from .config import profile_config
     from .executors import sweep
     from .experiments import SUMMARY_COLUMNS, summary_rows, sweep_configs
     from .plotting import markdown_table
+    from .profiles import profile_config
 
     changes = {k: v for k, v in (("dataset", args.dataset), ("model", args.model), ("epochs", args.epochs),
                                  ("lr", args.lr), ("weight_decay", args.weight_decay),

@@ -3,8 +3,8 @@
 Numbers arrive as Python ints and floats, as numpy scalars (``np.int64(4)`` from an array of d's,
 ``np.float32`` from a grid), or as 0-d tensors; each check accepts every real number type, refuses
 booleans, NaN and infinities, and returns a plain ``int`` or ``float`` so that configurations hash
-and serialize the same whatever type they were built from.  Errors are one-line ``ValueError``s that
-name the parameter.
+and serialize the same whatever type they were built from.  Errors are one-line ``ValueError`` exceptions
+that name the parameter.
 """
 
 from __future__ import annotations

@@ -20,13 +20,12 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import profile_config
-from .profiles import GPU_PROFILE, PROFILES, STUDIES
+from .profiles import STUDIES, profile_config, study_profiles
 from .study import plan
 
 __all__ = ["Rate", "rates", "cost_rows", "cost_table", "precision_check", "PrecisionSummary", "precision_summary",
-           "training_steps", "ChapterMode", "ChapterBenchmark", "chapter_benchmark", "StepBreakdown",
-           "step_breakdown", "device_name"]
+           "StepsHere", "steps_here", "training_steps", "ChapterMode", "ChapterBenchmark", "chapter_benchmark",
+           "StepBreakdown", "step_breakdown", "device_name"]
 
 RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
 
@@ -89,7 +88,7 @@ def cost_rows(results: Path = RESULTS) -> list[dict]:
     rows = []
     known = rates(results)
     for name in STUDIES:
-        for profile in PROFILES + ((GPU_PROFILE,) if name == "cifar10" else ()):
+        for profile in study_profiles(name):
             p = plan(profile, name)
             model = profile_config(profile, name).model
             matching = [r for r in known if r.model == model]
@@ -338,10 +337,30 @@ class PrecisionSummary:
     epochs: int
     seeds: str
     machine: str
+    capability: str            # the checking machine's (ncmse.hardware.capability); "not recorded" in old reports
     bf16_over_fp32: float
     compile_s: float
     compile_speedup: float
     break_even_steps: float | None
+
+    @property
+    def machine_here(self) -> bool:
+        """Whether the check ran on this kind of machine (same CPU model, cores and capability): only then
+        are its timings a statement about this build."""
+        from .hardware import capability
+        from .machine import device_description
+
+        return self.machine == device_description() and self.capability == capability()
+
+    def where_sentence(self) -> str:
+        """Whether the check's timings describe this build's machine (one sentence for the page)."""
+        if self.machine_here:
+            return "That machine is this build's own."
+        from .hardware import capability
+        from .machine import device_description
+
+        return (f"That is not this build's machine ({device_description()}, {capability()}): its timings are a "
+                "fact about that machine only; the step times measured above are this machine's.")
 
     def compile_pays_within(self, steps: int) -> bool:
         """Whether torch.compile's time is paid back within ``steps`` steps."""
@@ -372,5 +391,51 @@ def precision_summary(base, results: Path = RESULTS) -> PrecisionSummary | None:
     c = r.get("compile") or {}
     return PrecisionSummary(table=table, within_noise=bool(r["within_noise"]), same_kind=same,
                             epochs=r["base"]["epochs"], seeds=", ".join(map(str, r["seeds"])), machine=r["machine"],
+                            capability=r.get("capability", "capability not recorded"),
                             bf16_over_fp32=r["bf16_over_fp32_seconds"], compile_s=c.get("compile_s", math.nan),
                             compile_speedup=c.get("speedup", math.nan), break_even_steps=c.get("break_even_steps"))
+
+
+@dataclass(frozen=True)
+class StepsHere:
+    """One training step of a run's model, measured on the machine that builds the page
+    (:func:`steps_here`): ``ms[(precision, layout)]`` in milliseconds for precision in fp32, bf16 and
+    layout in "nchw", "channels-last"; the ``machine`` and its ``capability``; the ``precision`` and
+    ``channels_last`` that this build's runs use (``ncmse.hardware``'s decisions)."""
+
+    machine: str
+    capability: str
+    ms: dict
+    precision: str
+    channels_last: bool
+
+    def best(self, precision: str) -> float:
+        """The faster layout's step time in ``precision``."""
+        return min(v for (p, _), v in self.ms.items() if p == precision)
+
+    @property
+    def bf16_over_fp32(self) -> float:
+        """Step time in bf16 over fp32, each in its faster layout (below 1: bf16 is faster here)."""
+        return self.best("bf16") / self.best("fp32")
+
+    @property
+    def table(self) -> str:
+        from .plotting import markdown_table
+
+        rows = [(p, f"{self.ms[(p, 'nchw')]:.0f}", f"{self.ms[(p, 'channels-last')]:.0f}") for p in ("fp32", "bf16")]
+        return markdown_table(rows, ["precision", "step, NCHW (ms)", "step, channels-last (ms)"])
+
+
+def steps_here(base, in_shape: tuple[int, ...] = (3, 32, 32)) -> StepsHere:
+    """:class:`StepsHere` for the model and batch size of ``base`` (a ``RunConfig``) on this machine's
+    CPU: a few steps of each precision and layout, in this process (a few seconds; more where bf16 is
+    emulated), with this process's threads."""
+    from .hardware import capability, channels_last, measure_layout
+    from .machine import device_description
+
+    ms = {}
+    for precision in ("fp32", "bf16"):
+        t = measure_layout(base.model, precision, in_shape, base.batch_size, d=base.d)
+        ms[(precision, "nchw")], ms[(precision, "channels-last")] = t["nchw_ms"], t["channels_last_ms"]
+    return StepsHere(device_description(), capability(), ms, base.precision,
+                     channels_last(base.model, base.precision, "cpu", in_shape, base.batch_size))

@@ -43,7 +43,7 @@ def train_job(config: dict, cache_root: str, device=None, data_root=None, thread
     """One run in a worker process or a cluster job: set the thread budget, then
     :func:`ncmse.experiments.run` (cached, locked, resumed from its checkpoint).  Returns a short
     summary: key, whether it was already cached, diverged, wall seconds."""
-    thread_budget.configure(threads)
+    thread_budget.use_budget(threads)
     cfg = RunConfig.from_dict(config)
     result = run(cfg, cache=ResultsCache(cache_root), device=device, progress=False, data_root=data_root)
     return {"key": cfg.key(), "cached": result["cached"], "diverged": bool(result.get("diverged")),
@@ -78,7 +78,10 @@ class Executor:
 
     name = "executor"
 
-    def train(self, configs: list[RunConfig], *, cache: ResultsCache, device, data_root, bar) -> dict[str, bool]:
+    def train(self, configs: list[RunConfig], *, cache: ResultsCache, device, data_root, bar,
+              on_done=None) -> dict[str, bool]:
+        """Train ``configs``; after each run's result is in ``cache``, call ``on_done(config)`` (if given)
+        in this process, so that a caller can act on every run as soon as it finishes."""
         raise NotImplementedError
 
     def describe(self) -> str:
@@ -93,12 +96,14 @@ class Sequential(Executor):
 
     name = "sequential"
 
-    def train(self, configs, *, cache, device, data_root, bar):
+    def train(self, configs, *, cache, device, data_root, bar, on_done=None):
         notes, trained = [], {}
         for c in configs:
             bar.set_postfix(d=c.d, loss=c.loss, seed=c.seed, refresh=False)
             r = run(c, cache=cache, device=device, progress=not bar.disable, data_root=data_root, notes=notes)
             trained[c.key()] = not r["cached"]
+            if on_done is not None:
+                on_done(c)
             bar.update()
         _report_stale(notes)
         return trained
@@ -145,7 +150,7 @@ class Local(Executor):
             claims.put(devices[i % len(devices)])
         return ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_claim_device, initargs=(claims,))
 
-    def train(self, configs, *, cache, device, data_root, bar):
+    def train(self, configs, *, cache, device, data_root, bar, on_done=None):
         from concurrent.futures import FIRST_COMPLETED, wait
 
         threads = self.threads or thread_budget.budget(self.workers)
@@ -164,6 +169,8 @@ class Local(Executor):
                                 failures.append((c, f.exception()))
                             else:
                                 trained[c.key()] = not f.result()["cached"]
+                                if on_done is not None:
+                                    on_done(c)
                             bar.update()
                 except BaseException:
                     for f in pending:
@@ -241,7 +248,7 @@ class Submitit(Executor):
         return ex.map_array(TrainJob(), [c.to_dict() for c in configs], [str(cache.root)] * n, [device] * n,
                             [data_root] * n, [self.cpus_per_job] * n)
 
-    def train(self, configs, *, cache, device, data_root, bar):
+    def train(self, configs, *, cache, device, data_root, bar, on_done=None):
         jobs = self.submit(configs, cache=cache, device=device, data_root=data_root)
         print(f"[ncmse] submitted {len(jobs)} job(s) to submitit ({self.cluster}); logs under "
               f"{Path(jobs[0].paths.folder).parent if jobs else '-'}", file=sys.stderr, flush=True)
@@ -253,6 +260,9 @@ class Submitit(Executor):
                     trained[c.key()] = not job.result()["cached"]
                 except Exception as exc:          # submitit's FailedJobError carries the job's traceback
                     failures.append((c, _last_line(exc)))
+                else:
+                    if on_done is not None:
+                        on_done(c)
                 bar.update()
             if waiting:
                 time.sleep(self.poll_seconds)
@@ -319,25 +329,33 @@ def from_environment() -> Executor:
 
 
 def sweep(configs: list[RunConfig], *, cache: ResultsCache | None = None, device=None, progress: bool = True,
-          data_root=None, executor: Executor | None = None) -> list[dict]:
+          data_root=None, executor: Executor | None = None, on_done=None) -> list[dict]:
     """The results of ``configs``, in order, each with ``"cached"`` (True where nothing was trained
     now): cached ones are read, the others trained by ``executor`` (default :func:`from_environment`)
-    and read back from the cache.  One progress bar over the runs to train."""
+    and read back from the cache.  One progress bar over the runs to train.  ``on_done(config)`` is
+    called for every run as soon as its result is in the cache (e.g. ``ncmse.archive.exporter``, which
+    commits nothing but writes each finished run into the tracked archive)."""
     from tqdm.std import tqdm
 
     cache = cache or ResultsCache()
     executor = executor or from_environment()
+    # precision "auto" becomes the one this device runs natively: the resolved configuration is the run
+    configs = [c.resolved(device) for c in configs]
     unique = list({c.key(): c for c in configs}.values())
     valid = {ds: validity(ds, data_root) for ds in sorted({c.dataset for c in unique})}
     hits = {c.key(): e for c in unique if (e := cache.lookup(c, valid[c.dataset])[0]) is not None}
     todo = [c for c in unique if c.key() not in hits]
+    for c in unique if on_done is not None else ():
+        if c.key() in hits:
+            on_done(c)
     trained: dict[str, bool] = {}
     if todo:
         executor.check()
         if not isinstance(executor, Sequential):
             _prepare_data(todo, data_root)
         with tqdm(total=len(todo), desc=f"training ({executor.describe()})", disable=not progress) as bar:
-            trained = executor.train(todo, cache=cache, device=device, data_root=data_root, bar=bar)
+            trained = executor.train(todo, cache=cache, device=device, data_root=data_root, bar=bar,
+                                     on_done=on_done)
     out, seen = [], set()
     for c in configs:
         key = c.key()

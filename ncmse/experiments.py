@@ -80,10 +80,13 @@ class ResultsCache:
         return self.root / f"{config.key()}.json"
 
     def checkpoint_path(self, config: RunConfig) -> Path:
-        return self.root.parent / "checkpoints" / f"{config.key()}.pt"
+        """Where a run in progress keeps its checkpoint: one file for a schedule, shared by a run stopped
+        early (``stop_epoch``) and the full run that resumes from it."""
+        return self.root.parent / "checkpoints" / f"{config.full_schedule().key()}.pt"
 
     def lock_path(self, config: RunConfig) -> Path:
-        return self.root / ".locks" / f"{config.key()}.lock"
+        """The per-key lock; a run stopped early shares its full schedule's, as it shares its checkpoint."""
+        return self.root / ".locks" / f"{config.full_schedule().key()}.lock"
 
     def read(self, config: RunConfig, *, fix: bool = False) -> tuple[dict | None, str]:
         """The entry of ``config`` whatever code produced it, and why there is none: ``(entry, "")``,
@@ -227,6 +230,7 @@ def run(config: RunConfig, *, cache: ResultsCache | None = None, device=None, pr
     on local workers or a cluster: ``ncmse.executors.sweep``.
     """
     cache = cache or ResultsCache()
+    config = config.resolved(train_module.resolve_device(device))      # precision "auto" → bf16 or fp32 here
     current = validity(config.dataset, data_root)
     hit, why = cache.lookup(config, current)
     if hit is not None:
@@ -244,7 +248,8 @@ def run(config: RunConfig, *, cache: ResultsCache | None = None, device=None, pr
         ckpt = cache.checkpoint_path(config)
         result = train_module.train(config, device=device, checkpoint=ckpt, progress=progress, data_root=data_root)
         cache.put(config, result)
-        ckpt.unlink(missing_ok=True)
+        if config.stop_epoch is None:       # a run stopped early keeps it: its full schedule resumes there
+            ckpt.unlink(missing_ok=True)
     if result["diverged"] is not None and progress:
         print(f"[ncmse] {_describe(config.to_dict())}: diverged ({divergence_text(result)})", file=sys.stderr,
               flush=True)

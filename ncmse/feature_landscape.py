@@ -92,7 +92,7 @@ class Landscape:
         return v / v.norm()
 
     def feature(self, s: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-        """h(s, θ), shape (*broadcast(s, θ), K)."""
+        """h(s, θ), shape ``(*broadcast(s, θ), K)``."""
         s, theta = torch.broadcast_tensors(torch.as_tensor(s, dtype=torch.float64),
                                            torch.as_tensor(theta, dtype=torch.float64))
         return s[..., None] * (torch.cos(theta)[..., None] * self.w_hat + torch.sin(theta)[..., None] * self.u)

@@ -26,6 +26,7 @@ from pathlib import Path
 __all__ = ["TRAINING_MODULES", "training_modules", "module_imports", "code_fingerprint", "validity"]
 
 PACKAGE = Path(__file__).resolve().parent
+#: where :func:`training_modules` starts following imports
 TRAINING_MODULES = ("ncmse.train",)
 
 
@@ -78,7 +79,9 @@ def training_modules(entry: tuple[str, ...] = TRAINING_MODULES) -> dict[str, Pat
     todo = list(entry)
     while todo:
         name = todo.pop()
-        if name in seen:
+        # the package itself is its public face (version, re-exports), not training code: an import of
+        # its version must not pull every re-exported module into the closure
+        if name in seen or name == "ncmse":
             continue
         path = _module_file(name)
         if path is None:

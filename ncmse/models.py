@@ -115,6 +115,7 @@ class MLP(FeatureClassifier):
         super().__init__(nn.Sequential(*layers), d, num_classes)
 
 
+#: the names :func:`build_model` accepts
 MODELS = ("resnet18", "cnn", "mlp")
 
 

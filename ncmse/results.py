@@ -25,11 +25,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from .config import RunConfig, profile_config
+from .config import RunConfig
 from .experiments import ResultsCache
 from .fingerprint import code_fingerprint
 from .metrics import METRIC_NAMES, SAMPLE_METRIC_NAMES
-from .profiles import GPU_PROFILE, PROFILES, STUDIES, STUDY_PROFILES
+from .profiles import STUDIES, STUDY_PROFILES, profile_config, study_profiles
 
 __all__ = ["RUN_COLUMNS", "HISTORY_COLUMNS", "CONFIG_COLUMNS", "runs_table", "history_table", "runs_frame",
            "history_frame", "profile_of", "study_and_profile", "write_frame", "download_link"]
@@ -89,11 +89,11 @@ HISTORY_COLUMNS: dict[str, str] = {
 }
 
 # what the study and the command line's sweeps vary around a profile's base run (nc_epochs only says when
-# NC is measured, it does not change training)
+# NC is measured, it does not change training; precision "auto" resolves by the machine that trains)
 _VARIED = {"d", "loss", "alpha", "M", "seed", "lr", "feature_relu", "holdout_per_class", "test_per_class",
-           "nc_epochs"}
+           "nc_epochs", "precision"}
 _PROFILE_BASES = {(study, p): {k: v for k, v in profile_config(p, study).to_dict().items() if k not in _VARIED}
-                  for study in STUDIES for p in PROFILES + ((GPU_PROFILE,) if study == "cifar10" else ())}
+                  for study in STUDIES for p in study_profiles(study)}
 _STRINGS = ("key", "study", "profile", "dataset", "model", "loss", "mse_convention", "optimizer", "schedule",
             "precision", "nc_epochs", "evaluated_on", "data_source", "device", "torch", "machine", "python", "ncmse",
             "git", "code_fingerprint", "data_fingerprint", "finished")

@@ -10,20 +10,27 @@ A chapter's kernel gets ``NCMSE_DOWNLOADS``, a folder of its own beside its exec
 runs as CSV); they are staged next to the page, and Sphinx's ``{download}`` role copies them into the
 site.
 
+A run of some chapters only (``--chapters``) re-executes those and reuses the last execution of the
+others; the site is built only when every chapter has been executed at least once, and otherwise the
+run says so in one line before executing anything (:func:`run`; ``--no-build`` executes the named
+chapters on a fresh clone).
+
 Per-chapter timings go to ``_build/timings.json``; the status page (``book/status.md``) gets a table of
 them, with the device and package versions, in the stage.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import platform
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
@@ -34,8 +41,8 @@ from . import threads
 from .machine import device_description
 from .profiles import DEFAULT_PROFILE, check_profile
 
-__all__ = ["ROOT", "toc_files", "is_notebook", "execute_chapter", "downloads_of", "build_book", "html_dir", "run",
-           "ChapterResult"]
+__all__ = ["ROOT", "toc_files", "is_notebook", "execute_chapter", "downloads_of", "never_executed", "build_book",
+           "html_dir", "run", "ChapterResult"]
 
 ROOT = Path(__file__).resolve().parent.parent
 STATUS_MARKER = "<!-- status-table -->"
@@ -45,6 +52,9 @@ PACKAGES = ("torch", "torchvision", "numpy", "matplotlib", "seaborn", "papermill
 
 @dataclass
 class ChapterResult:
+    """How one chapter's execution went (:func:`execute_chapter`), as stored in ``_build/timings.json``
+    and shown on the status page."""
+
     chapter: str          # toc entry, e.g. "book/ufm_global_optimality"
     profile: str
     seconds: float
@@ -53,6 +63,7 @@ class ChapterResult:
     finished: str = ""    # UTC time stamp
     device: str = ""
     executor: str = ""    # where the chapter's deep-network runs trained
+    concurrent: int = 1   # chapters executing at once while this one did (their times overlap)
 
 
 def toc_files(root: Path = ROOT) -> list[str]:
@@ -107,15 +118,26 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-@functools.cache
-def _ipc_kernel_manager():
-    """A Jupyter kernel manager that talks to its kernel over Unix sockets instead of TCP: the kernel
-    is local anyway, and ipykernel warns on every start that unencrypted TCP can be eavesdropped."""
+def _ipc_kernel_manager(env: dict):
+    """A Jupyter kernel manager whose kernel gets the environment ``env`` (not this process's, so that
+    chapters executing at once in threads each give their kernel its own) and talks to it over Unix
+    sockets instead of TCP: the kernel is local anyway, and ipykernel warns on every start that
+    unencrypted TCP can be eavesdropped."""
     from jupyter_client.manager import KernelManager
     from traitlets import CaselessStrEnum
 
     class IPCKernelManager(KernelManager):
         transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
+
+        def __init__(self, **kw):
+            super().__init__(**kw)
+            # sockets of their own: by default every kernel started from one folder takes the paths
+            # kernel-ipc-1, -2, …, and two starting at once take the same ones
+            self.ip = os.path.join(tempfile.gettempdir(), f"ncmse-kernel-{uuid.uuid4().hex[:12]}")
+
+        async def _async_pre_start_kernel(self, **kw):
+            kw["env"] = dict(env)
+            return await super()._async_pre_start_kernel(**kw)
 
     return IPCKernelManager
 
@@ -125,7 +147,8 @@ def execute_chapter(src: Path, out: Path, profile: str = DEFAULT_PROFILE, *, tim
     """Execute one notebook source with papermill (parameter ``profile``) into ``out`` (.ipynb).
 
     Never writes to ``src``.  A failing cell does not raise: the result says which cell failed.
-    ``env``: variables for the kernel's environment (this process's environment is restored after).
+    ``env``: variables for the kernel's environment, on top of this process's (which is not changed, so
+    that several chapters may execute at once from threads).
     ``downloads``: the folder for the files the chapter offers (``NCMSE_DOWNLOADS``; default
     :func:`downloads_of` ``out``).
     """
@@ -137,22 +160,22 @@ def execute_chapter(src: Path, out: Path, profile: str = DEFAULT_PROFILE, *, tim
     nb = jupytext.read(src)
     t0 = time.perf_counter()
     ok, error = True, ""
-    # The kernel inherits this process's environment: a non-interactive MPLBACKEND (Agg) there would
-    # silently stop every figure from reaching the notebook.
-    env = {**(env or {}), "NCMSE_DOWNLOADS": str(downloads or downloads_of(out))}
-    with threads.environment(env, remove=("MPLBACKEND",)):
-        workers = os.environ.get("NCMSE_WORKERS", "1")
-        executor = f"{workers} local workers" if os.environ.get("NCMSE_EXECUTOR") == "local" else "sequential"
-        try:
-            pm.execute_notebook(nb, str(out), parameters={"profile": profile}, kernel_name="python3",
-                                cwd=str(cwd), execution_timeout=timeout, progress_bar=False, log_output=False,
-                                kernel_manager_class=_ipc_kernel_manager())
-        except pm.PapermillExecutionError as exc:
-            ok = False
-            error = f"cell {exc.cell_index} (execution count {exc.exec_count}): {exc.ename}: {exc.evalue}"
-        except Exception as exc:  # kernel died, timeout, bad parameters: still name the chapter
-            ok = False
-            error = f"{type(exc).__name__}: {exc}"
+    # The kernel gets this process's environment with ``env`` on top; a non-interactive MPLBACKEND (Agg)
+    # would silently stop every figure from reaching the notebook, so it is left out.
+    kernel_env = {**os.environ, **(env or {}), "NCMSE_DOWNLOADS": str(downloads or downloads_of(out))}
+    kernel_env.pop("MPLBACKEND", None)
+    workers = kernel_env.get("NCMSE_WORKERS", "1")
+    executor = f"{workers} local workers" if kernel_env.get("NCMSE_EXECUTOR") == "local" else "sequential"
+    try:
+        pm.execute_notebook(nb, str(out), parameters={"profile": profile}, kernel_name="python3",
+                            cwd=str(cwd), execution_timeout=timeout, progress_bar=False, log_output=False,
+                            kernel_manager_class=_ipc_kernel_manager(kernel_env))
+    except pm.PapermillExecutionError as exc:
+        ok = False
+        error = f"cell {exc.cell_index} (execution count {exc.exec_count}): {exc.ename}: {exc.evalue}"
+    except Exception as exc:  # kernel died, timeout, bad parameters: still name the chapter
+        ok = False
+        error = f"{type(exc).__name__}: {exc}"
     seconds = time.perf_counter() - t0
     if out.exists():
         _hide_parameter_cells(out)
@@ -210,7 +233,12 @@ def _stage_sources(stage: Path, root: Path) -> None:
 
 
 def _status_table(timings: dict, versions: dict) -> str:
-    lines = ["| chapter | profile | execution time | finished | device | executor for deep-network runs |",
+    from .hardware import capability
+
+    concurrent = max((r.get("concurrent", 1) for r in timings.values()), default=1)
+    lines = [f"This build's machine: {device_description()}, {capability()}. "
+             + (f"Chapters executed {concurrent} at a time, so their times overlap." if concurrent > 1 else ""),
+             "", "| chapter | profile | execution time | finished | device | executor for deep-network runs |",
              "| --- | --- | ---: | --- | --- | --- |"]
     for chapter, r in timings.items():
         state = "" if r["ok"] else " (failed)"
@@ -234,8 +262,12 @@ def _benchmark_table(root: Path) -> str:
     rows = []
     for path in sorted((root / "benchmarks" / "results").glob("*.json")):
         try:
-            s = json.loads(path.read_text())["summary"]
-            rows.append((s["what"], s["result"], s["machine"], s.get("script", "")))
+            report = json.loads(path.read_text())
+            s = report["summary"]
+            # a speed is a fact about one CPU: its capability beside its name (older reports lack it)
+            cap = report.get("capability", "capability not recorded")
+            machine = s["machine"] if cap in s["machine"] else f"{s['machine']} ({cap})"
+            rows.append((s["what"], s["result"], machine, s.get("script", "")))
         except (ValueError, KeyError, TypeError):
             rows.append((path.name, "no summary (rerun its benchmark)", "", ""))
     if not rows:
@@ -243,6 +275,26 @@ def _benchmark_table(root: Path) -> str:
     lines = ["", "## Benchmarks", "", "Measured by the scripts in `benchmarks/` (results in `benchmarks/results/`).",
              "", "| what | result | machine | script |", "| --- | --- | --- | --- |"]
     lines += [f"| {a} | {b} | {c} | `{d}` |" for a, b, c, d in rows]
+    return "\n".join(lines)
+
+
+def _book_times(root: Path) -> str:
+    """The measured time of ``./run.sh book`` at ``cpu`` from a fresh clone, per machine class
+    (``benchmarks/chapter_bench.py --book``: ``benchmarks/results/book_cpu.json``)."""
+    path = root / "benchmarks" / "results" / "book_cpu.json"
+    try:
+        classes = json.loads(path.read_text())["classes"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    lines = ["", "## How long the main job takes", "",
+             "`./run.sh book` at `cpu` from a fresh clone (empty results cache, no decoded data; the install not "
+             "counted), on a quiet machine, per machine class measured (`benchmarks/chapter_bench.py --book`). "
+             "A class capped at AVX2 ran on a newer CPU with torch's dispatch and oneDNN limited to AVX2: it shows "
+             "what the missing AVX-512 and native bf16 cost, not the speed of any particular AVX2 CPU.", "",
+             "| machine class | minutes | every chapter ok | measured |", "| --- | ---: | --- | --- |"]
+    for name, r in classes.items():
+        ok = "yes" if r.get("ok") else "no"
+        lines.append(f"| {name} | {r['seconds'] / 60:.1f} | {ok} | {r.get('finished', '?')} |")
     return "\n".join(lines)
 
 
@@ -271,6 +323,17 @@ def _cache_table(root: Path, limit: int = 40) -> str:
     return "\n".join(lines)
 
 
+def never_executed(entries: list[str], chapters: list[str] | None, executed_dir: Path,
+                   root: Path = ROOT) -> list[str]:
+    """The notebook entries among ``entries`` that a run executing only ``chapters`` (``None``: all)
+    would have to reuse but that have no executed notebook in ``executed_dir`` (never executed there,
+    as on a fresh clone), in ``_toc.yml`` order."""
+    if chapters is None:
+        return []
+    return [e for e in entries if e not in chapters and is_notebook(source_of(e, root))
+            and not (executed_dir / f"{e}.ipynb").exists()]
+
+
 def build_book(stage: Path, build_dir: Path) -> int:
     """Build the HTML book from ``stage`` into :func:`html_dir` (strict, execution off)."""
     exe = Path(sys.executable).parent / "jupyter-book"
@@ -281,17 +344,28 @@ def build_book(stage: Path, build_dir: Path) -> int:
 
 
 def run(profile: str = DEFAULT_PROFILE, *, chapters: list[str] | None = None, build: bool = True,
-        timeout: int = 3600, root: Path = ROOT, build_dir: Path | None = None, workers: int | None = None) -> int:
+        timeout: int = 3600, root: Path = ROOT, build_dir: Path | None = None, workers: int | None = None,
+        concurrent: int | None = None) -> int:
     """Execute the chapters of ``_toc.yml`` (or the named subset) and build the book; 0 on success.
 
     Everything is written below ``build_dir`` (default ``root/_build``; the site in :func:`html_dir`).
+    ``chapters``: execute only these ``_toc.yml`` entries and reuse the last execution of the others
+    (``build_dir/executed``); one whose last execution failed fails the run.  The site shows each
+    chapter's executed notebook, so it is built only when every chapter has been executed at least
+    once: where one outside ``chapters`` never was (a fresh clone), the run stops before executing
+    anything, with one line (``ValueError``) naming those chapters and the ways out (run without
+    ``chapters``, name them too, or ``build=False``).  With ``build=False`` the named chapters are
+    executed on their own and the never-executed ones are listed in one note.
     ``workers``: the deep-network runs train in that many local processes (``ncmse.executors.Local``,
     one thread each on a 2-core machine); default the machine's cores; 1 trains them in the kernel.
     Every kernel gets the thread budget of ``ncmse.threads.default_threads`` (all cores but one), so
     that a busy machine does not make its OpenMP threads spin against each other.
+    ``concurrent``: how many chapters execute at once (default: 2 where the machine has 2 cores or
+    more, else 1); their execution times on the status page then overlap.
     """
     check_profile(profile)
     workers = workers or os.cpu_count() or 1
+    concurrent = concurrent or min(2, os.cpu_count() or 1)
     kernel_env = {**threads.child_environment(threads.default_threads(), base={}),
                   "NCMSE_EXECUTOR": "local" if workers > 1 else "sequential", "NCMSE_WORKERS": str(workers)}
     build_dir = root / "_build" if build_dir is None else Path(build_dir)
@@ -299,18 +373,24 @@ def run(profile: str = DEFAULT_PROFILE, *, chapters: list[str] | None = None, bu
     timings_path = build_dir / "timings.json"
     timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
     previous = build_dir / "executed"          # executed notebooks survive a re-stage
-    _stage_sources(stage, root)
     entries = toc_files(root)
     unknown = set(chapters or []) - set(entries)
     if unknown:
         raise ValueError(f"not in _toc.yml: {sorted(unknown)}; chapters are {entries}")
+    never = never_executed(entries, chapters, previous, root)
+    if never and build:
+        named = " ".join(chapters or [])
+        raise ValueError(f"cannot build the site: {', '.join(never)} {'has' if len(never) == 1 else 'have'} never "
+                         f"been executed here; run ./run.sh book without --chapters once, add "
+                         f"{'it' if len(never) == 1 else 'them'} to --chapters, or add --no-build to execute only "
+                         f"{named}")
+    if never:
+        print(f"[ncmse] note: not executed yet (no site can be built until they are): {', '.join(never)}",
+              flush=True)
+    _stage_sources(stage, root)
     failures = []
-    for entry in entries:
-        src = source_of(entry, root)
-        if not is_notebook(src):
-            continue
-        staged_md = stage / src.relative_to(root)
-        executed = previous / f"{entry}.ipynb"
+    notebooks = [e for e in entries if is_notebook(source_of(e, root)) and e not in never]
+    for entry in notebooks:
         if chapters is not None and entry not in chapters:
             last = timings.get(entry)
             if last is not None and not last.get("ok", False):
@@ -319,30 +399,44 @@ def run(profile: str = DEFAULT_PROFILE, *, chapters: list[str] | None = None, bu
             elif last is not None and last.get("profile") != profile:
                 print(f"[ncmse] note: {entry} is reused from an execution at profile '{last.get('profile')}'",
                       flush=True)
-        offered = downloads_of(executed)        # files the chapter offers for download
-        if chapters is None or entry in chapters:
-            print(f"[ncmse] executing {entry} at profile '{profile}' …", flush=True)
-            shutil.rmtree(offered, ignore_errors=True)        # nothing left from an earlier execution
-            res = execute_chapter(src, executed, profile, timeout=timeout, cwd=root, env=kernel_env)
-            if res.ok and (missing := missing_figures(executed)):
-                res.ok, res.error = False, "; ".join(missing)
+    todo = [e for e in notebooks if chapters is None or e in chapters]
+
+    def execute(entry: str) -> ChapterResult:
+        executed = previous / f"{entry}.ipynb"
+        print(f"[ncmse] executing {entry} at profile '{profile}' …", flush=True)
+        shutil.rmtree(downloads_of(executed), ignore_errors=True)        # nothing left from an earlier execution
+        res = execute_chapter(source_of(entry, root), executed, profile, timeout=timeout, cwd=root, env=kernel_env)
+        if res.ok and (missing := missing_figures(executed)):
+            res.ok, res.error = False, "; ".join(missing)
+        res.concurrent = concurrent
+        print(f"[ncmse] {entry}: {'ok' if res.ok else 'FAILED'} in {res.seconds:.1f} s", flush=True)
+        return res
+
+    # Chapters run `concurrent` at a time, in reading order, each kernel with its thread budget: a
+    # chapter of the UFM computes on one thread, so a second one fills the other core; the deep-network
+    # chapters' worker processes share the cores with whatever else runs (one thread each, no spinning).
+    with ThreadPoolExecutor(max_workers=max(1, min(concurrent, len(todo) or 1))) as pool:
+        for entry, res in zip(todo, pool.map(execute, todo), strict=True):
             timings[entry] = asdict(res)
-            state = "ok" if res.ok else "FAILED"
-            print(f"[ncmse] {entry}: {state} in {res.seconds:.1f} s", flush=True)
             if not res.ok:
                 failures.append(f"{entry}: {res.error}")
-            build_dir.mkdir(parents=True, exist_ok=True)
-            timings_path.write_text(json.dumps(timings, indent=2))
-        if not executed.exists():
-            raise FileNotFoundError(f"{entry} has not been executed yet; run without --chapters first")
+    build_dir.mkdir(parents=True, exist_ok=True)
+    timings_path.write_text(json.dumps(timings, indent=2))
+    for entry in notebooks:
+        src = source_of(entry, root)
+        executed = previous / f"{entry}.ipynb"
+        if not executed.exists():      # its execution failed before papermill wrote it: reported above
+            continue
+        staged_md = stage / src.relative_to(root)
         staged_md.unlink()
         shutil.copy2(executed, stage / f"{entry}.ipynb")
+        offered = downloads_of(executed)
         for f in sorted(offered.glob("*")) if offered.is_dir() else ():   # next to the page: {download} finds them
             shutil.copy2(f, staged_md.parent / f.name)
     status = stage / "book" / "status.md"
     if status.exists():
-        table = (_status_table(timings, package_versions()) + "\n" + _benchmark_table(root) + "\n"
-                 + _cache_table(root))
+        table = (_status_table(timings, package_versions()) + "\n" + _book_times(root) + "\n"
+                 + _benchmark_table(root) + "\n" + _cache_table(root))
         status.write_text(status.read_text().replace(STATUS_MARKER, table))
     print("[ncmse] chapter execution times:")
     for entry, r in timings.items():

@@ -22,18 +22,18 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
 import torch
 
 from . import etf
-from .config import RunConfig, d_grid, profile_config, study_settings
+from .config import RunConfig
 from .executors import Executor, sweep
 from .experiments import ROOT, ResultsCache
 from .mean_geometry import GeometrySummary, geometry_table
-from .profiles import PROFILES
+from .profiles import PROFILES, d_grid, profile_config, study_settings
 
 __all__ = ["StudyResults", "run_study", "Variant", "MSE", "CE", "rescaled_variants", "LRChoice", "tuning_configs",
            "tune_lr", "pick_rescaled", "configs", "curves_only_where_drawn", "history_band", "group_seeds",
@@ -67,7 +67,9 @@ class Variant:
         return cls(c["loss"], float(c["alpha"]), float(c["M"]))
 
 
+#: plain MSE (α = M = 1)
 MSE = Variant("mse")
+#: cross-entropy
 CE = Variant("ce")
 
 
@@ -94,14 +96,20 @@ class LRChoice:
     scores: dict
     edge: tuple
     tuned: bool
+    # successive halving: ``early[d][lr]`` the held-out accuracy of every candidate after epoch ``rung``;
+    # ``scores[d]`` then holds only the rates trained to the end
+    early: dict = field(default_factory=dict)
+    rung: int | None = None
 
     def edge_margin(self, d: int) -> float:
         """At tuning dimension d, how much the chosen lr's held-out accuracy beats the best rate strictly
-        inside the grid (≤ 0 when an inner rate wins; NaN for grids of fewer than three rates)."""
-        lrs = sorted(self.scores[d])
-        if len(lrs) < 3:
+        inside the grid that was trained to the end (≤ 0 when an inner rate wins; NaN for grids of fewer
+        than three rates, or where every inner rate was stopped early)."""
+        grid = sorted(self.early[d]) if self.early else sorted(self.scores[d])
+        inner = [lr for lr in grid[1:-1] if lr in self.scores[d]]
+        if len(grid) < 3 or not inner:
             return math.nan
-        return self.scores[d][self.by_d[d]] - max(self.scores[d][lr] for lr in lrs[1:-1])
+        return self.scores[d][self.by_d[d]] - max(self.scores[d][lr] for lr in inner)
 
     def lr(self, d: int, K: int) -> float:
         """The lr for a run at feature dimension d: the one chosen at the tuning dimension on the same
@@ -112,19 +120,43 @@ class LRChoice:
         return self.by_d[min(side, key=lambda t: (abs(math.log(t / d)), t))]
 
 
-def tuning_configs(base: RunConfig, variant: Variant, *, lrs, ds, holdout_per_class: int) -> list[RunConfig]:
-    """The validation runs of one variant: every lr × every tuning d, evaluated on held-out images."""
+def tuning_configs(base: RunConfig, variant: Variant, *, lrs, ds, holdout_per_class: int,
+                   rung: int | None = None) -> list[RunConfig]:
+    """The validation runs of one variant: every lr × every tuning d, evaluated on held-out images
+    (with ``rung``, also after that epoch: the successive halving's first look)."""
     return [variant.config(base, d=d, lr=float(lr), holdout_per_class=holdout_per_class, test_per_class=None,
-                           nc_epochs=()) for lr in lrs for d in ds]
+                           nc_epochs=(rung,) if rung else ()) for lr in lrs for d in ds]
+
+
+def _holdout_scores(results: list[dict]) -> dict:
+    """(variant, d, lr) → held-out accuracy of tuning results; a diverged run scores −inf, below every
+    run that trained, so its lr is never chosen."""
+    acc = {}
+    for r in results:
+        if r.get("evaluated_on") != "holdout":
+            raise RuntimeError("a tuning run was not evaluated on held-out data")
+        c = r["config"]
+        acc[(Variant.of(c), c["d"], c["lr"])] = -math.inf if r.get("diverged") else r["test"]["accuracy"]
+    return acc
 
 
 def tune_lr(base: RunConfig, variants, *, lrs, ds, holdout_per_class: int | None,
             cache: ResultsCache | None = None, progress: bool = True, data_root=None,
-            device=None, executor: Executor | None = None) -> dict[Variant, LRChoice]:
+            device=None, executor: Executor | None = None, on_done=None,
+            halving: tuple[int, int] | None = None) -> dict[Variant, LRChoice]:
     """Choose each variant's learning rate on held-out training data, separately at each tuning
     dimension in ``ds`` (one below K−1, one above: MSE's best lr differs between the two sides);
     rule: the best held-out accuracy, ties → the smaller lr; a run that diverged scores −inf, below
-    every run that trained.  With a single lr nothing is trained."""
+    every run that trained.  With a single lr nothing is trained.
+
+    ``halving = (rung, keep)``: successive halving.  Every candidate trains its schedule up to epoch
+    ``rung`` only (``RunConfig.stop_epoch``), and is scored there on the held-out images; per variant
+    and tuning d, the ``keep`` best go on to the end of the schedule, resuming from where they stopped
+    (the same checkpoint: training is exactly that of an uninterrupted run), and the rule above picks
+    among them.  The other candidates cost ``rung`` epochs instead of all.  Use it where a rate's rank
+    settles early: under a cosine schedule the large rates are still high at an early rung and rank
+    low there (seen on the deep study at ``cpu``: after 5 of 15 epochs, 4 of 18 choices differed from
+    the full grid's), so no profile but ``smoke`` (which exercises it) uses it today."""
     lrs = sorted(float(lr) for lr in lrs)
     if not lrs:
         raise ValueError("need at least one learning rate")
@@ -133,22 +165,25 @@ def tune_lr(base: RunConfig, variants, *, lrs, ds, holdout_per_class: int | None
         return {v: LRChoice(v, {0: lrs[0]}, {}, (), False) for v in variants}
     if not ds or holdout_per_class is None:
         raise ValueError("tuning several learning rates needs tuning dimensions ds and holdout_per_class")
-    configs = [c for v in variants for c in tuning_configs(base, v, lrs=lrs, ds=ds,
-                                                            holdout_per_class=holdout_per_class)]
-    results = sweep(configs, cache=cache, progress=progress, data_root=data_root, device=device, executor=executor)
-    acc = {}
-    for r in results:
-        if r.get("evaluated_on") != "holdout":
-            raise RuntimeError("a tuning run was not evaluated on held-out data")
-        c = r["config"]
-        # a diverged run scores below every run that trained (−inf), so its lr is never chosen
-        acc[(Variant.of(c), c["d"], c["lr"])] = -math.inf if r.get("diverged") else r["test"]["accuracy"]
+    rung, keep = halving if halving is not None else (None, len(lrs))
+    kw = dict(cache=cache, progress=progress, data_root=data_root, device=device, executor=executor, on_done=on_done)
+    configs = {(v, c.d, c.lr): c for v in variants
+               for c in tuning_configs(base, v, lrs=lrs, ds=ds, holdout_per_class=holdout_per_class, rung=rung)}
+    early = {}
+    if rung is not None:
+        early = _holdout_scores(sweep([c.replace(stop_epoch=rung) for c in configs.values()], **kw))
+        kept = {(v, d): sorted(lrs, key=lambda lr: (-early[(v, d, lr)], lr))[:keep] for v in variants for d in ds}
+        full = [configs[(v, d, lr)] for (v, d), rates in kept.items() for lr in rates]
+    else:
+        full = list(configs.values())
+    acc = _holdout_scores(sweep(full, **kw))
     out = {}
     for v in variants:
-        scores = {d: {lr: acc[(v, d, lr)] for lr in lrs} for d in ds}
-        by_d = {d: max(lrs, key=lambda lr: (scores[d][lr], -lr)) for d in ds}
+        scores = {d: {lr: acc[(v, d, lr)] for lr in lrs if (v, d, lr) in acc} for d in ds}
+        by_d = {d: max(scores[d], key=lambda lr: (scores[d][lr], -lr)) for d in ds}
         edge = tuple(d for d in ds if by_d[d] in (lrs[0], lrs[-1]))
-        out[v] = LRChoice(v, by_d, scores, edge, True)
+        out[v] = LRChoice(v, by_d, scores, edge, True,
+                          early={d: {lr: early[(v, d, lr)] for lr in lrs} for d in ds} if early else {}, rung=rung)
     return out
 
 
@@ -370,31 +405,32 @@ class StudyResults:
 
 def run_study(profile: str, *, study: str = "deep", cache: ResultsCache | None = None, device=None,
               progress: bool = True, data_root=None, grid=None, overrides: dict | None = None,
-              executor: Executor | None = None, **base_changes) -> StudyResults:
+              executor: Executor | None = None, on_done=None, **base_changes) -> StudyResults:
     """Tune, then train (or read from the cache) every run of a chapter's study at ``profile``, stage by
     stage: the learning-rate tuning, then every test run at the chosen rates.  ``study``: "deep" (the
     chapter "Deep networks") or "cifar10" (the chapter "CIFAR-10"; its rescaled MSE is the one the deep
     study chose, :func:`deep_rescaled`).  ``executor``: where runs train (``ncmse.executors``; default
-    from the environment, sequential unless ``NCMSE_EXECUTOR`` says otherwise).  ``grid``,
-    ``overrides`` (of ``ncmse.config.study_settings(profile, study)``) and ``base_changes`` (of the base
-    :class:`RunConfig`) shrink it for checks; the chapters use none."""
+    from the environment, sequential unless ``NCMSE_EXECUTOR`` says otherwise).  ``on_done(config)``:
+    called for every run (tuning runs included) once its result is in the cache.  ``grid``,
+    ``overrides`` (of ``ncmse.profiles.study_settings(profile, study)``) and ``base_changes`` (of the base
+    :class:`~ncmse.config.RunConfig`) shrink it for checks; the chapters use none."""
     S = {**study_settings(profile, study), **(overrides or {})}
-    base = profile_config(profile, study, **base_changes)
+    base = profile_config(profile, study, device=device, **base_changes)
     grid = tuple(grid or d_grid(profile, study))
     K = 10                                           # MNIST, Fashion-MNIST and CIFAR-10
-    kw = dict(cache=cache, progress=progress, data_root=data_root, device=device, executor=executor)
+    kw = dict(cache=cache, progress=progress, data_root=data_root, device=device, executor=executor, on_done=on_done)
     rescaled = [v for v in rescaled_variants(S["alphas"], S["Ms"]) if v != MSE]
     if S["sweep_rescaled"] == "deep":
-        rmse = deep_rescaled(profile, **kw)
+        rmse = deep_rescaled(profile, **{**kw, "on_done": None})     # the deep study's runs, not this one's
         choices = tune_lr(base, [MSE, CE, rmse], lrs=S["lrs"], ds=S["tune_ds"],
-                          holdout_per_class=S["holdout_per_class"], **kw)
+                          holdout_per_class=S["holdout_per_class"], halving=S.get("halving"), **kw)
     else:
         choices = tune_lr(base, [MSE, CE, *rescaled], lrs=S["lrs"], ds=S["tune_ds"],
-                          holdout_per_class=S["holdout_per_class"], **kw)
+                          holdout_per_class=S["holdout_per_class"], halving=S.get("halving"), **kw)
         rmse = pick_rescaled(choices, fixed=S["sweep_rescaled"])
         if rmse not in choices:
             choices[rmse] = tune_lr(base, [rmse], lrs=S["lrs"], ds=S["tune_ds"],
-                                    holdout_per_class=S["holdout_per_class"], **kw)[rmse]
+                                    holdout_per_class=S["holdout_per_class"], halving=S.get("halving"), **kw)[rmse]
     # the test runs depend only on the chosen rates: one stage, so that parallel workers stay busy
     stage = [configs(base, choices, [MSE, CE, rmse], ds=grid, seeds=S["seeds"], K=K),
              configs(base, choices, rescaled, ds=S["rescaled_ds"], seeds=S["seeds"], K=K),
@@ -409,13 +445,14 @@ def run_study(profile: str, *, study: str = "deep", cache: ResultsCache | None =
 def deep_rescaled(profile: str, **kw) -> Variant:
     """The rescaled MSE of the chapter "Deep networks"' d-sweep at ``profile``: the one its profile names,
     else the one chosen on held-out data by its tuning (read from the cache, trained where missing);
-    ``kw``: cache, progress, data_root, device, executor as for :func:`run_study`."""
+    ``kw``: cache, progress, data_root, device, executor, on_done as for :func:`run_study`."""
     S = study_settings(profile, "deep")
     if S["sweep_rescaled"] is not None:
         return pick_rescaled({}, fixed=S["sweep_rescaled"])
     rescaled = [v for v in rescaled_variants(S["alphas"], S["Ms"]) if v != MSE]
-    return pick_rescaled(tune_lr(profile_config(profile, "deep"), rescaled, lrs=S["lrs"], ds=S["tune_ds"],
-                                 holdout_per_class=S["holdout_per_class"], **kw))
+    base = profile_config(profile, "deep", device=kw.get("device"))
+    return pick_rescaled(tune_lr(base, rescaled, lrs=S["lrs"], ds=S["tune_ds"],
+                                 holdout_per_class=S["holdout_per_class"], halving=S.get("halving"), **kw))
 
 
 # ------------------------------------------------------------------ the chapter's summary
@@ -424,22 +461,35 @@ def deep_rescaled(profile: str, **kw) -> Variant:
 @dataclass(frozen=True)
 class Plan:
     """How much :func:`run_study` trains at a profile, from its settings alone (no run needed): the
-    number of tuning runs and of distinct test runs, the epochs of each and the training images an epoch."""
+    number of tuning candidates (configurations; with successive halving each trains a rung first, the
+    kept ones then train on) and of distinct test runs, the epochs of each, the training images an epoch
+    and the epochs all tuning runs train together."""
 
     profile: str
     tuning: int
     test: int
     epochs: int
     images: int
+    tuning_epochs: int | None = None     # of all tuning runs together (None: tuning × epochs)
+    kept: int = 0                        # successive halving: candidates that resume to the end
 
     @property
     def runs(self) -> int:
         return self.tuning + self.test
 
     @property
+    def trainings(self) -> int:
+        """Results the study leaves (what ``study --export`` archives): the test runs, one per tuning
+        candidate, and with successive halving one more per candidate that resumed to the end."""
+        return self.test + self.tuning + self.kept
+
+
+    @property
     def image_epochs(self) -> int:
-        """Training images seen by every run of the study together."""
-        return self.runs * self.epochs * self.images
+        """Training images seen by every run of the study together (a successive halving's candidates
+        that stopped early count with the epochs they trained)."""
+        tuning = self.tuning * self.epochs if self.tuning_epochs is None else self.tuning_epochs
+        return (tuning + self.test * self.epochs) * self.images
 
 
 TRAIN_SPLIT_SIZE = {"mnist": 60_000, "fashion_mnist": 60_000, "cifar10": 50_000}
@@ -462,13 +512,19 @@ def plan(profile: str, study: str = "deep") -> Plan:
         rmse = Variant("rmse", *map(float, S["sweep_rescaled"])) if S["sweep_rescaled"] is not None else rescaled[0]
     lrs = sorted(float(lr) for lr in S["lrs"])
     tuning = 0 if len(lrs) == 1 else len(set(variants) | {rmse}) * len(lrs) * len(S["tune_ds"])
+    halving = S.get("halving") if tuning else None
+    # epochs of all tuning runs together: with successive halving every candidate to the rung, the kept
+    # ones on to the end
+    kept = 0 if halving is None else tuning // len(lrs) * min(halving[1], len(lrs))
+    tuning_epochs = (tuning * base.epochs if halving is None else
+                     tuning * halving[0] + kept * (base.epochs - halving[0]))
     choices = {v: LRChoice(v, {0: lrs[0]}, {}, (), False) for v in variants}
     choices.setdefault(rmse, LRChoice(rmse, {0: lrs[0]}, {}, (), False))
     test = {c.key() for c in [*configs(base, choices, [MSE, CE, rmse], ds=grid, seeds=S["seeds"]),
                               *configs(base, choices, rescaled, ds=S["rescaled_ds"], seeds=S["seeds"]),
                               *configs(base, choices, [MSE, CE], ds=grid, seeds=S["linear_seeds"], feature_relu=False)]}
     images = base.n_per_class * 10 if base.n_per_class is not None else TRAIN_SPLIT_SIZE[base.dataset]
-    return Plan(profile, tuning, len(test), base.epochs, images)
+    return Plan(profile, tuning, len(test), base.epochs, images, tuning_epochs, kept)
 
 
 def projected_etf_nc2(d: int, K: int) -> float:
@@ -599,7 +655,8 @@ class StudySummary:
     @property
     def _lrs(self) -> list:
         """The candidate learning rates (tuned profiles only)."""
-        return sorted(self.results.choices[MSE].scores[self.results.settings["tune_ds"][0]])
+        c, d = self.results.choices[MSE], self.results.settings["tune_ds"][0]
+        return sorted(c.early[d] if c.early else c.scores[d])      # every candidate, stopped early or not
 
     def tuning_table(self) -> str:
         """Held-out accuracy of every candidate lr per variant and tuning d, the chosen lr and whether it is
@@ -609,10 +666,19 @@ class StudySummary:
         if not R.choices[MSE].tuned:
             return f"No tuning at this profile: every loss uses lr = {R.choices[MSE].lr(R.grid[0], R.K):g}."
         lrs, tune_ds = self._lrs, R.settings["tune_ds"]
-        rows = [(c.variant.label, d, *(c.scores[d][lr] for lr in lrs), c.by_d[d], "yes" if d in c.edge else "")
+
+        def cell(c, d, lr):     # a rate stopped by the successive halving shows its score then, marked
+            return f"{c.scores[d][lr]:.3f}" if lr in c.scores[d] else f"({c.early[d][lr]:.3f})"
+        rows = [(c.variant.label, d, *(cell(c, d, lr) for lr in lrs), c.by_d[d], "yes" if d in c.edge else "")
                 for c in R.choices.values() for d in tune_ds]
-        return markdown_table(rows, ["loss", "d", *(f"lr {lr:g}" for lr in lrs), "chosen", "at grid edge"],
-                              formats=[None, None, *([".3f"] * len(lrs)), "g", None])
+        table = markdown_table(rows, ["loss", "d", *(f"lr {lr:g}" for lr in lrs), "chosen", "at grid edge"],
+                               formats=[None, None, *([None] * len(lrs)), "g", None])
+        rung = R.choices[MSE].rung
+        if rung:
+            table += (f"\n\nSuccessive halving: every rate trained to epoch {rung} of {R.base.epochs} and was scored "
+                      f"there; the {R.settings['halving'][1]} best of each row went on to the end. In parentheses: "
+                      f"the held-out accuracy at epoch {rung} of a rate that stopped there.")
+        return table
 
     def rmse_rule(self) -> str:
         """Why the d-sweep's rescaled MSE is the one it is (the end of a sentence)."""
@@ -633,7 +699,11 @@ class StudySummary:
         if len(lrs) < 3:
             return (f"{cases} the chosen rate sits at the edge of the grid (marked), which has only {len(lrs)} "
                     f"rates at this profile.")
-        c, d = max(edges, key=lambda e: e[0].edge_margin(e[1]))
+        known = [e for e in edges if not math.isnan(e[0].edge_margin(e[1]))]
+        if not known:
+            return (f"{cases} the chosen rate sits at the edge of the grid (marked); every rate inside the grid "
+                    "stopped early in the successive halving there, so no margin to an inner rate is known.")
+        c, d = max(known, key=lambda e: e[0].edge_margin(e[1]))
         margin = c.edge_margin(d)
         return (f"{cases} the chosen rate sits at the edge of the grid (marked); there it beats the best rate "
                 f"inside the grid by at most {margin:.3f} in held-out accuracy ({c.variant.label} at d = {d}), "

@@ -14,9 +14,10 @@ with anything has nothing to spin against.  So every process that computes gets 
 * ``workers`` processes sharing the machine (the local executor): :func:`budget`, the cores divided
   among them.
 
-:func:`configure` applies a budget to this process, :func:`child_environment` to a process about to
-start; both must come before torch is imported where they are to take full effect (OpenMP reads its
-variables once).
+:func:`use_budget` applies a budget to this process: the one call a script or notebook outside the
+book makes (``ncmse.use_budget()``), and the one the command line, the local workers and the
+benchmarks make.  :func:`child_environment` gives a budget to a process about to start.  Both take full effect
+only before torch is imported (OpenMP reads its variables once); importing ``ncmse`` changes nothing.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ import os
 import sys
 from contextlib import contextmanager
 
-__all__ = ["configure", "budget", "default_threads", "child_environment", "environment", "COUNT_VARIABLES"]
+__all__ = ["use_budget", "budget", "default_threads", "child_environment", "environment",
+           "COUNT_VARIABLES"]
 
 COUNT_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
@@ -71,10 +73,26 @@ def environment(changes: dict, *, remove: tuple = ()):
                 os.environ[k] = v
 
 
-def configure(threads: int | None = None) -> int:
-    """Give this process ``threads`` intra-op threads (default :func:`default_threads`) and return the
-    number: in the environment (read by OpenMP when torch is first imported) and, if torch is already
-    imported, through ``torch.set_num_threads``."""
+def use_budget(threads: int | None = None) -> int:
+    """Give this process the book's thread budget and return its thread count: call it once, first
+    thing, in a script or notebook of your own (``import ncmse; ncmse.use_budget()``).
+
+    ``threads`` defaults to :func:`default_threads`, all cores but one (at least one): the budget the
+    command line and every chapter's kernel run with.  Why: torch's OpenMP threads spin-wait, so on a
+    busy machine a process with a thread for every core fights the other work for its own cores; beside
+    one busy process, spin-waiting made the batched gradient descent from 1,000 random starts (chapter
+    "The benign landscape", ``cpu`` profile) 3–4.5× slower, and a training run on 2 cores 28–104×
+    slower (``benchmarks/threads_bench.py`` measures budgets on training).
+
+    What it sets: ``OMP_NUM_THREADS``, ``MKL_NUM_THREADS`` and ``OPENBLAS_NUM_THREADS`` in this
+    process's environment (inherited by the processes it starts), and, if torch is already imported,
+    torch's intra-op threads (``torch.set_num_threads``).  Called before torch (and numpy) are
+    imported, it takes full effect.  Called after, it is still safe and torch's own operations use
+    the budget from then on, but what was read at import stays: a numpy imported earlier keeps the
+    BLAS thread pool it started with, and torch's inter-op pool is never touched.  Importing
+    ``ncmse`` alone changes no thread setting; only this call does.  Raises ``ValueError`` for a
+    count below one.
+    """
     threads = default_threads() if threads is None else int(threads)
     if threads < 1:
         raise ValueError(f"threads must be a positive integer, got {threads}")
@@ -83,3 +101,4 @@ def configure(threads: int | None = None) -> int:
     if torch is not None:
         torch.set_num_threads(threads)
     return threads
+

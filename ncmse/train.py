@@ -8,12 +8,14 @@ test accuracy and the number of live feature units.  After every epoch it writes
 atomically (model, optimizer, schedule, history and the random state), so that a killed run resumes
 at the next epoch and ends exactly where an uninterrupted run ends (on the CPU, for a seed).
 
-Speed without changing what is computed: convolutional models (:data:`CONV_MODELS`) and their batches
-use the channels-last memory layout (the same arithmetic in a faster order).  ``precision="bf16"``
-runs each training step's forward pass and loss under bfloat16 autocast; weights, gradients, the
-optimizer and every evaluation (accuracy, NC metrics) stay float32.  It is a field of the
-configuration, so a bf16 result never stands in for an fp32 one; ``benchmarks/precision_check.py``
-compares the two side by side.
+Speed from the machine at hand (``ncmse.hardware``): a convolutional model (:data:`CONV_MODELS`) and
+its batches use the channels-last memory layout where that is faster here (always on CUDA; on a CPU,
+as a short measurement found): the same arithmetic in another order, recorded in the provenance and
+kept by a resumed run.  ``precision="bf16"`` runs each training step's forward pass and loss under
+bfloat16 autocast; weights, gradients, the optimizer and every evaluation (accuracy, NC metrics) stay
+float32.  The precision is a field of the configuration, so a bf16 result never stands in for an
+fp32 one; a configuration that asks for ``"auto"`` is resolved for the device first (bf16 where it is
+native).  ``benchmarks/precision_check.py`` compares the two side by side.
 """
 
 from __future__ import annotations
@@ -31,10 +33,12 @@ from .config import RunConfig
 from .data import TensorLoader, holdout_split, load_dataset, subsample
 from .files import atomic_torch_save, quarantine
 from .fingerprint import validity as run_validity
+from .hardware import channels_last
 from .losses import loss_module
 from .metrics import NCAccumulator
 from .models import build_model
 
+#: the convolutional models: they train in the channels-last layout where that is faster here (``ncmse.hardware``)
 CONV_MODELS = ("cnn", "resnet18")
 
 __all__ = ["CONV_MODELS", "train", "evaluate", "make_optimizer", "make_schedule", "default_device", "resolve_device",
@@ -146,7 +150,7 @@ def _load_checkpoint(ckpt: Path, config: RunConfig, valid: dict, device) -> dict
     if not isinstance(state, dict) or any(k not in state for k in keys):
         quarantine(ckpt, "not a training checkpoint", then="training starts from epoch 0")
         return None
-    if state["config"] != config.to_dict():
+    if state["config"] != config.full_schedule().to_dict():
         quarantine(ckpt, "it belongs to another configuration", then="training starts from epoch 0")
         return None
     if state.get("validity") != valid:
@@ -164,7 +168,8 @@ def train(config: RunConfig, *, device: torch.device | str | None = None, checkp
     validity).
 
     ``checkpoint``: file to resume from and to write after each epoch; it is used only if it was
-    written for this configuration by this code on these data (``validity``, default
+    written for this configuration (or, for one with ``stop_epoch``, for its full schedule: the two
+    share a checkpoint) by this code on these data (``validity``, default
     :func:`ncmse.fingerprint.validity` after the data are loaded).  ``stop_after``: return after that
     many epochs *of this call* (to simulate an interruption in tests); the result then has
     ``"complete": False``.
@@ -174,6 +179,7 @@ def train(config: RunConfig, *, device: torch.device | str | None = None, checkp
     ``W`` and ``b`` None (there is no trained network to measure).  Otherwise ``"diverged"`` is None.
     """
     device = resolve_device(device)
+    config = config.resolved(device, warn=False)
     t_start = time.perf_counter()
     torch.manual_seed(config.seed)
     if device.type == "cuda":     # deterministic cuDNN kernels: a resumed GPU run stays closer to an uninterrupted one
@@ -198,7 +204,18 @@ def train(config: RunConfig, *, device: torch.device | str | None = None, checkp
     eval_test = TensorLoader(test_set, 1024, shuffle=False, augment=False, device=device, mean=mean, std=std)
     model = build_model(config.model, tuple(train_set.x.shape[1:]), K, config.d,
                         feature_relu=config.feature_relu).to(device)
-    if config.model in CONV_MODELS:          # convolutions run faster in NHWC layout, on CPUs and GPUs
+    ckpt = Path(checkpoint) if checkpoint is not None else None
+    state = _load_checkpoint(ckpt, config, valid, device) if ckpt is not None else None
+    if state is not None and state["epoch"] > config.last_epoch:
+        # a run stopped early whose full schedule has already gone past it: train it from the start,
+        # leaving the full run's checkpoint as it is
+        log.info(f"[ncmse] {ckpt} is past epoch {config.last_epoch}: this stopped run starts from epoch 0")
+        state, ckpt = None, None
+    # the layout the run started with (a resumed run keeps it), else the one that is faster here
+    nhwc = (state["channels_last"] if state is not None and "channels_last" in state else
+            channels_last(config.model, config.precision, device, tuple(train_set.x.shape[1:]), config.batch_size,
+                          conv_models=CONV_MODELS))
+    if nhwc:
         model = model.to(memory_format=torch.channels_last)
         for loader in (train_loader, eval_train, eval_test):
             loader.memory_format = torch.channels_last
@@ -208,8 +225,6 @@ def train(config: RunConfig, *, device: torch.device | str | None = None, checkp
     history: list[dict] = []
     start_epoch = 0
     seconds_before = 0.0
-    ckpt = Path(checkpoint) if checkpoint is not None else None
-    state = _load_checkpoint(ckpt, config, valid, device) if ckpt is not None else None
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -217,13 +232,14 @@ def train(config: RunConfig, *, device: torch.device | str | None = None, checkp
         history, start_epoch, seconds_before = state["history"], state["epoch"], state["seconds"]
         torch.set_rng_state(state["rng"].cpu())           # map_location may have moved it
         log.info(f"[ncmse] resuming {ckpt} at epoch {start_epoch + 1} of {config.epochs}")
-    measure = set(config.nc_epochs) | {config.epochs}
+    last = config.last_epoch                  # stop_epoch: a rung of a successive halving, same schedule
+    measure = {e for e in config.nc_epochs if e <= last} | {last}
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
     final = None                  # the last epoch's evaluation is the result's: measured once
     diverged = None
     done_here = 0
-    bar = tqdm(range(start_epoch, config.epochs), desc=f"{config.dataset} {config.model} d={config.d} {config.loss}",
-               disable=not progress, leave=False, initial=start_epoch, total=config.epochs)
+    bar = tqdm(range(start_epoch, last), desc=f"{config.dataset} {config.model} d={config.d} {config.loss}",
+               disable=not progress, leave=False, initial=start_epoch, total=last)
     for epoch in bar:
         model.train()
         train_loader.set_epoch(epoch)
@@ -253,22 +269,24 @@ def train(config: RunConfig, *, device: torch.device | str | None = None, checkp
             entry.update({k: v for k, v in tr.items() if k not in ("class_means", "global_mean", "per_class_accuracy")})
             entry["train_accuracy"] = entry.pop("accuracy")
             entry["test_accuracy"] = te["accuracy"]
-            if epoch + 1 == config.epochs:
+            if epoch + 1 == last:
                 final = tr, te
         history.append(entry)
         bar.set_postfix(loss=f"{entry['train_loss']:.3g}")
         if ckpt is not None:
-            atomic_torch_save({"config": config.to_dict(), "validity": valid, "model": model.state_dict(),
-                               "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+            atomic_torch_save({"config": config.full_schedule().to_dict(), "validity": valid,
+                               "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                               "schedule": schedule.state_dict(),
                                "history": history, "epoch": epoch + 1,
                                "seconds": seconds_before + time.perf_counter() - t_start,
-                               "rng": torch.get_rng_state()}, ckpt)
+                               "rng": torch.get_rng_state(), "channels_last": nhwc}, ckpt)
         done_here += 1
-        if stop_after is not None and done_here >= stop_after and epoch + 1 < config.epochs:
+        if stop_after is not None and done_here >= stop_after and epoch + 1 < last:
             bar.close()
             return {"config": config.to_dict(), "history": history, "complete": False}
     bar.close()
-    prov = {**provenance(device, seconds_before + time.perf_counter() - t_start), "resumed_at_epoch": start_epoch}
+    prov = {**provenance(device, seconds_before + time.perf_counter() - t_start), "resumed_at_epoch": start_epoch,
+            "channels_last": nhwc}
     common = {"config": config.to_dict(), "complete": True, "history": history,
               "evaluated_on": "holdout" if config.holdout_per_class is not None else "test",
               "classes": train_set.classes, "data_source": train_set.source, "validity": valid,
@@ -290,10 +308,12 @@ def environment(device=None) -> dict:
 def provenance(device, seconds: float) -> dict:
     """Git revision, package, torch and Python versions, device, machine, threads and wall time of a result."""
     from . import __version__
+    from .hardware import capability
     from .machine import device_description
 
     return {"ncmse": __version__, "git": _code_version(), **environment(device),
-            "python": platform.python_version(), "machine": device_description(), "wall_seconds": seconds,
+            "python": platform.python_version(), "machine": device_description(), "capability": capability(),
+            "wall_seconds": seconds,
             "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
 
 

@@ -18,9 +18,10 @@ import torch
 
 from ncmse import experiments, fingerprint
 from ncmse import train as train_mod
-from ncmse.config import RunConfig, profile_config
+from ncmse.config import RunConfig
 from ncmse.experiments import ResultsCache, run, sweep_configs
 from ncmse.files import atomic_write_text, quarantine
+from ncmse.profiles import profile_config
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 DATA_ROOT = Path(os.environ.get("NCMSE_DATA_ROOT", SHARED))
@@ -69,6 +70,28 @@ def test_fingerprint_follows_code_not_docstrings(tmp_path, monkeypatch):
         losses.write_text(changed)
         fingerprint.code_fingerprint.cache_clear()
         assert fingerprint.code_fingerprint() != before                      # what runs changed
+    finally:
+        fingerprint.code_fingerprint.cache_clear()
+
+
+def test_sizes_are_outside_the_fingerprint(tmp_path, monkeypatch):
+    """Resizing a chapter or a study (ncmse.profiles) never marks a cached run stale: no module that
+    training imports imports the sizes, and editing one leaves the fingerprint as it was."""
+    pkg = tmp_path / "ncmse"
+    shutil.copytree(fingerprint.PACKAGE, pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(fingerprint, "PACKAGE", pkg)
+    fingerprint.code_fingerprint.cache_clear()
+    try:
+        names = fingerprint.training_modules()
+        assert "ncmse.profiles" not in names and "ncmse.config" in names and "ncmse.hardware" in names
+        before = fingerprint.code_fingerprint()
+        sizes = pkg / "profiles.py"
+        text = sizes.read_text()
+        edited = text.replace('"cpu": dict(seeds=(0, 1), lrs=(0.01', '"cpu": dict(seeds=(0, 1, 2, 3), lrs=(0.01', 1)
+        assert edited != text
+        sizes.write_text(edited)
+        fingerprint.code_fingerprint.cache_clear()
+        assert fingerprint.code_fingerprint() == before
     finally:
         fingerprint.code_fingerprint.cache_clear()
 

@@ -12,8 +12,9 @@ import torch
 import ncmse.study as study
 from ncmse import archive
 from ncmse.__main__ import main
-from ncmse.config import RunConfig, d_grid, profile_config, study_settings
+from ncmse.config import RunConfig
 from ncmse.experiments import ResultsCache
+from ncmse.profiles import d_grid, profile_config, study_settings
 from ncmse.study import CE, MSE, Variant
 from ncmse.train import train
 
@@ -26,12 +27,13 @@ needs_fashion = pytest.mark.skipif(not (DATA_ROOT / "FashionMNIST" / "raw").exis
                                    reason=f"Fashion-MNIST not found under {DATA_ROOT}")
 
 
-@pytest.mark.parametrize("profile", ["smoke", "cpu", "paper", "gpu"])
+@pytest.mark.parametrize("profile", ["smoke", "cpu", "paper", "gpu", "long"])
 def test_cifar10_study_settings_are_consistent(profile):
     S, grid, K = study_settings(profile, "cifar10"), d_grid(profile, "cifar10"), 10
     base = profile_config(profile, "cifar10")
     assert base.dataset == "cifar10" and min(grid) < K - 1 <= max(grid)
-    assert S["sweep_rescaled"] == ("deep" if profile != "gpu" else study_settings("paper")["sweep_rescaled"])
+    fixed = {"gpu": study_settings("paper")["sweep_rescaled"], "long": (5.0, 1.0)}
+    assert S["sweep_rescaled"] == fixed.get(profile, "deep")
     assert not S["alphas"] and not S["linear_seeds"]
     assert S["geometry_d"] in grid and S["geometry_d"] < K - 1 and set(S["nc_ds"]) <= set(grid)
     assert len(S["seeds"]) >= 2 or profile == "gpu"                      # error bars (gpu: one seed, minutes)
@@ -42,14 +44,22 @@ def test_cifar10_study_settings_are_consistent(profile):
     elif profile == "gpu":        # the paper's network, data, augmentation and d's on a short schedule
         paper = profile_config("paper")
         assert (base.model, base.n_per_class, base.augment, grid) == (paper.model, None, True, d_grid("paper"))
-        assert base.epochs < paper.epochs and base.precision == "bf16"
+        assert base.epochs < paper.epochs
     else:
         assert base.model == "cnn"
+    if profile == "long":         # the claim in its regime: a dense grid across K − 1, tuned rates, the full test split
+        assert sum(d < K - 1 for d in grid) >= 3 and sum(d >= K - 1 for d in grid) >= 3
+        assert len(S["lrs"]) > 1 and base.n_per_class >= 1000 and base.test_per_class is None
+        assert base.n_per_class + S["holdout_per_class"] <= 5000          # held-out images come from the training split
+
+
+@pytest.mark.parametrize("profile", ["gpu", "long"])
+def test_cifar10_only_profiles_are_refused_elsewhere(profile):
+    with pytest.raises(ValueError, match="belongs to the study 'cifar10'"):
+        study_settings(profile)
 
 
 def test_gpu_profile_is_the_cifar10_studys_alone(capsys):
-    with pytest.raises(ValueError, match="belongs to the study 'cifar10'"):
-        study_settings("gpu")
     assert study.plan("gpu", "cifar10").test == 15 and study.plan("gpu", "cifar10").tuning == 0
     assert main(["study", "--profile", "gpu"]) == 2 and "belongs to the study" in capsys.readouterr().err
 
@@ -91,8 +101,8 @@ def test_clear_gap_is_the_rule_of_compare():
 
 @needs_cifar
 def test_bf16_channels_last_training_on_cifar10(tmp_path):
-    base = profile_config("smoke", "cifar10", d=4, epochs=1, nc_epochs=(), n_per_class=8, test_per_class=4)
-    assert base.precision == "bf16"
+    base = profile_config("smoke", "cifar10", d=4, epochs=1, nc_epochs=(), n_per_class=8, test_per_class=4,
+                          precision="bf16")
     r16 = train(base, device="cpu", progress=False, data_root=DATA_ROOT)
     r32 = train(base.replace(precision="fp32"), device="cpu", progress=False, data_root=DATA_ROOT)
     for r in (r16, r32):
@@ -105,7 +115,8 @@ def test_bf16_channels_last_training_on_cifar10(tmp_path):
 
 @needs_cifar
 def test_bf16_run_resumes_exactly(tmp_path):
-    config = profile_config("smoke", "cifar10", d=4, epochs=2, nc_epochs=(), n_per_class=8, test_per_class=4)
+    config = profile_config("smoke", "cifar10", d=4, epochs=2, nc_epochs=(), n_per_class=8, test_per_class=4,
+                            precision="bf16")
     ckpt = tmp_path / "run.pt"
     first = train(config, device="cpu", progress=False, data_root=DATA_ROOT, checkpoint=ckpt, stop_after=1)
     assert first["complete"] is False
@@ -173,9 +184,53 @@ def test_study_command_exports_the_cifar10_runs(tmp_path, capsys, monkeypatch):
     code = main(["study", "--study", "cifar10", "--profile", "smoke", "--quiet", "--cache", str(tmp_path / "cache"),
                  "--data-root", str(DATA_ROOT), "--export", str(tmp_path / "trained")])
     out = capsys.readouterr().out
-    assert code == 0 and "study 'cifar10'" in out and "exported 2 runs" in out
-    back = archive.load("cifar10", tmp_path / "trained")
-    assert len(back) == 2 and {r["config"]["dataset"] for r in back} == {"cifar10"}
+    assert code == 0 and "study 'cifar10'" in out and "is exported to" in out
+    back = archive.load("cifar10", tmp_path / "trained")       # every run of the study, as each finished
+    assert len(back) == 3 and {r["config"]["dataset"] for r in back} == {"cifar10"}
+    assert {r["config"]["loss"] for r in back} == {"mse", "ce", "rmse"}
+    # resumable from the archive alone: an empty cache trains nothing that the archive holds
+    code = main(["study", "--study", "cifar10", "--profile", "smoke", "--quiet", "--cache", str(tmp_path / "cache2"),
+                 "--data-root", str(DATA_ROOT), "--export", str(tmp_path / "trained")])
+    out = capsys.readouterr().out
+    assert code == 0 and "3 runs of the archive" in out and "0 trained now" in out
+    assert [r["test"]["accuracy"] for r in archive.load("cifar10", tmp_path / "trained")] == \
+        [r["test"]["accuracy"] for r in back]
+
+
+@needs_cifar
+@needs_fashion
+def test_a_study_reads_back_from_its_archive_alone(tmp_path, capsys):
+    """The archive is the study: run_study's own summary of archived runs, nothing trained; a run missing
+    from the archive is named, and a run trained by other code is flagged, not hidden."""
+    shrink = dict(grid=(4, 16), overrides={"seeds": (0,), "lrs": (0.05,), "tune_ds": (), "sweep_rescaled": (5.0, 1.0)},
+                  n_per_class=8, test_per_class=4, epochs=1, nc_epochs=())
+    cache = ResultsCache(tmp_path / "cache")
+    trained = study.run_study("smoke", study="cifar10", cache=cache, progress=False, data_root=DATA_ROOT,
+                              on_done=archive.exporter("cifar10", cache, tmp_path / "trained"), **shrink)
+    back = archive.study_results("cifar10", "smoke", root=tmp_path / "trained", data_root=DATA_ROOT, **shrink)
+    assert [r["test"]["accuracy"] for r in back.runs] == [r["test"]["accuracy"] for r in trained.runs]
+    assert back.summary().verdict.sentence("MSE", "CE") == trained.summary().verdict.sentence("MSE", "CE")
+    assert archive.stale_runs(back.runs) == []
+    first = sorted((tmp_path / "trained" / "cifar10").glob("*.json"))[0]
+    entry = json.loads(first.read_text())
+    first.write_text(json.dumps({**entry, "validity": {**entry["validity"], "code": "0" * 16}}))
+    assert len(archive.stale_runs(archive.load("cifar10", tmp_path / "trained"))) == 1
+    first.unlink()
+    with pytest.raises(archive.ArchiveIncomplete, match="1 run.* --profile smoke --export"):
+        archive.study_results("cifar10", "smoke", root=tmp_path / "trained", data_root=DATA_ROOT, **shrink)
+
+
+def test_exporter_writes_each_finished_run(tmp_path):
+    cache = ResultsCache(tmp_path / "cache")
+    result = {**_result(MSE, 4, 0, 0.5), "validity": {"code": "c", "data": "d"}}
+    config = RunConfig.from_dict(result["config"])
+    on_done = archive.exporter("cifar10", cache, tmp_path / "trained")
+    on_done(config)                                   # not in the cache: nothing to export
+    assert archive.load("cifar10", tmp_path / "trained") == []
+    cache.put(config, result)
+    on_done(config)
+    (back,) = archive.load("cifar10", tmp_path / "trained")
+    assert back["test"] == result["test"]
 
 
 def _tiny_study(real):
@@ -229,8 +284,25 @@ def test_training_steps_and_predicted_lost_classes():
     from ncmse import costs
     from ncmse.mean_geometry import GeometrySummary
 
-    assert costs.training_steps(profile_config("cpu", "cifar10")) == 10 * 40       # 5,000 images, batch 128
-    assert costs.training_steps(profile_config("cpu", "cifar10", batch_size=300)) == 10 * 17
+    assert costs.training_steps(profile_config("cpu", "cifar10")) == 8 * 16        # 2,000 images, batch 128
+    assert costs.training_steps(profile_config("cpu", "cifar10", batch_size=600)) == 8 * 4     # the last batch kept
     g = GeometrySummary.of([])
     g = GeometrySummary(**{**g.__dict__, "predicted_lost_counts": torch.tensor([0, 2, 0, 1])})
     assert g.predicted_lost_classes(["a", "b", "c", "d"]) == ["b", "d"]
+
+
+@needs_cifar
+def test_a_resumed_run_keeps_its_layout(tmp_path, monkeypatch):
+    """The memory layout is decided per machine, not per configuration: a run interrupted in one layout
+    resumes in it, whatever the decision is now, and ends where it would have ended uninterrupted."""
+    config = profile_config("smoke", "cifar10", d=4, epochs=2, nc_epochs=(), n_per_class=8, test_per_class=4,
+                            precision="fp32")
+    ckpt = tmp_path / "run.pt"
+    monkeypatch.setenv("NCMSE_CHANNELS_LAST", "1")
+    train(config, device="cpu", progress=False, data_root=DATA_ROOT, checkpoint=ckpt, stop_after=1)
+    straight = train(config, device="cpu", progress=False, data_root=DATA_ROOT)
+    monkeypatch.setenv("NCMSE_CHANNELS_LAST", "0")
+    resumed = train(config, device="cpu", progress=False, data_root=DATA_ROOT, checkpoint=ckpt)
+    assert resumed["provenance"]["channels_last"] is True and straight["provenance"]["channels_last"] is True
+    assert resumed["W"] == straight["W"]
+    assert train(config, device="cpu", progress=False, data_root=DATA_ROOT)["provenance"]["channels_last"] is False

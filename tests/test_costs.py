@@ -11,7 +11,7 @@ from ncmse.config import RunConfig
 
 @pytest.mark.parametrize("study_name, profile", [("deep", "smoke"), ("deep", "cpu"), ("deep", "paper"),
                                                  ("cifar10", "smoke"), ("cifar10", "cpu"), ("cifar10", "paper"),
-                                                 ("cifar10", "gpu")])
+                                                 ("cifar10", "gpu"), ("cifar10", "long")])
 def test_plan_counts_the_runs_that_run_study_submits(profile, study_name, monkeypatch):
     seen = {}
 
@@ -30,7 +30,11 @@ def test_plan_counts_the_runs_that_run_study_submits(profile, study_name, monkey
     if study_name == "cifar10":            # the deep study's tuning, which picks its rescaled MSE, is not its own
         seen = {k: c for k, c in seen.items() if c.dataset == "cifar10"}
     tuning = [c for c in seen.values() if c.holdout_per_class is not None]
-    assert plan.tuning == len(tuning) and plan.test == len(seen) - len(tuning)
+    # successive halving: every candidate stops at the rung, the kept ones resume there to the end
+    stopped = {c.full_schedule().key(): c.stop_epoch for c in tuning if c.stop_epoch}
+    epochs = sum(c.stop_epoch if c.stop_epoch else c.epochs - stopped.get(c.key(), 0) for c in tuning)
+    assert plan.tuning == len({c.full_schedule().key() for c in tuning}) and plan.test == len(seen) - len(tuning)
+    assert plan.tuning_epochs == epochs
     first = next(iter(seen.values()))
     assert plan.epochs == first.epochs and isinstance(first, RunConfig)
 

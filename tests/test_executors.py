@@ -13,9 +13,10 @@ import torch
 
 from ncmse import executors, experiments
 from ncmse import train as train_mod
-from ncmse.config import RunConfig, profile_config
+from ncmse.config import RunConfig
 from ncmse.executors import Local, Sequential, Submitit, sweep
 from ncmse.experiments import ResultsCache
+from ncmse.profiles import profile_config
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 DATA_ROOT = Path(os.environ.get("NCMSE_DATA_ROOT", SHARED))

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from ncmse.config import RunConfig, d_grid, profile_config
+from ncmse.config import RunConfig
 from ncmse.experiments import ResultsCache, run, sweep_configs
+from ncmse.profiles import d_grid, profile_config
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 DATA_ROOT = Path(os.environ.get("NCMSE_DATA_ROOT", SHARED))

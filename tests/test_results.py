@@ -12,8 +12,8 @@ import pytest
 
 from ncmse import results as R
 from ncmse.__main__ import main
-from ncmse.config import profile_config
 from ncmse.experiments import ResultsCache, run
+from ncmse.profiles import profile_config
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 DATA_ROOT = Path(os.environ.get("NCMSE_DATA_ROOT", SHARED))

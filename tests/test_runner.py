@@ -1,4 +1,7 @@
 import json
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -118,3 +121,77 @@ def test_source_of_errors(tmp_path):
     with pytest.raises(ValueError, match="both"):
         runner.source_of("book/x", root=tmp_path)
     assert isinstance(runner.ROOT, Path)
+
+
+def _book(root: Path, chapters: dict[str, str]) -> None:
+    """A book under ``root``: the plain page book/intro, then the given chapters (entry name → source)."""
+    (root / "book").mkdir()
+    toc = "format: jb-book\nroot: book/intro\nchapters:\n" + "".join(f"  - file: book/{n}\n" for n in chapters)
+    (root / "_toc.yml").write_text(toc)
+    (root / "_config.yml").write_text("title: t\n")
+    (root / "book" / "intro.md").write_text("# Intro\n")
+    for name, text in chapters.items():
+        (root / "book" / f"{name}.md").write_text(text)
+
+
+def test_a_partial_run_on_a_fresh_checkout_refuses_to_build_in_one_line_before_executing(tmp_path):
+    _book(tmp_path, {"first": GOOD, "second": GOOD, "notes": "# Notes\n"})
+    with pytest.raises(ValueError) as info:
+        runner.run("smoke", chapters=["book/second"], timeout=120, root=tmp_path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("cannot build the site: book/first has never been executed here")
+    assert "--no-build to execute only book/second" in message and "notes" not in message   # plain pages need none
+    assert not (tmp_path / "_build").exists()           # refused before executing or staging anything
+
+
+def test_a_partial_run_on_a_fresh_checkout_executes_with_no_build(tmp_path, capsys):
+    _book(tmp_path, {"first": GOOD, "second": GOOD, "third": GOOD})
+    executed = tmp_path / "_build" / "executed" / "book"
+    assert runner.never_executed(runner.toc_files(tmp_path), ["book/second"], executed.parent, tmp_path) == \
+        ["book/first", "book/third"]
+    assert runner.never_executed(runner.toc_files(tmp_path), None, executed.parent, tmp_path) == []
+    assert runner.run("smoke", chapters=["book/second"], build=False, timeout=120, root=tmp_path) == 0
+    out = capsys.readouterr().out
+    assert "note: not executed yet (no site can be built until they are): book/first, book/third" in out
+    assert (executed / "second.ipynb").exists()
+    assert not (executed / "first.ipynb").exists() and not (executed / "third.ipynb").exists()
+    timings = json.loads((tmp_path / "_build" / "timings.json").read_text())
+    assert list(timings) == ["book/second"] and timings["book/second"]["ok"] is True
+    # once the others have been executed, nothing stands between a partial run and the site
+    assert runner.run("smoke", chapters=["book/first", "book/third"], build=False, timeout=120, root=tmp_path) == 0
+    assert runner.never_executed(runner.toc_files(tmp_path), ["book/second"], executed.parent, tmp_path) == []
+
+
+def test_the_book_command_on_a_fresh_checkout(tmp_path):
+    """``python -m ncmse book --chapters X`` in a fresh checkout (the package copied, so that its root is
+    the temporary folder): one ``error:`` line and status 2 without ``--no-build``, 0 with it."""
+    shutil.copytree(runner.ROOT / "ncmse", tmp_path / "ncmse", ignore=shutil.ignore_patterns("__pycache__"))
+    _book(tmp_path, {"first": GOOD, "second": GOOD})
+    cmd = [sys.executable, "-m", "ncmse", "book", "--profile", "smoke", "--chapters", "book/second", "--workers", "1"]
+    refused = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stderr.strip().splitlines() == [
+        "error: cannot build the site: book/first has never been executed here; run ./run.sh book without "
+        "--chapters once, add it to --chapters, or add --no-build to execute only book/second"]
+    done = subprocess.run(cmd + ["--no-build"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "book/second: ok" in done.stdout and (tmp_path / "_build" / "executed" / "book" / "second.ipynb").exists()
+
+
+def test_status_page_names_each_machine_class_and_capability(tmp_path):
+    """The status page states the main job's time per machine class measured, and every benchmark's
+    machine with its CPU capability ('capability not recorded' for reports made before it was)."""
+    results = tmp_path / "benchmarks" / "results"
+    results.mkdir(parents=True)
+    assert runner._book_times(tmp_path) == ""
+    (results / "book_cpu.json").write_text(json.dumps({"classes": {
+        "CPU A, 2 cores (AVX2, emulated bf16)": {"seconds": 780.0, "ok": True, "finished": "2026-12-07 01:00 UTC"},
+        "CPU B, 2 cores (AVX512 + AMX, native bf16)": {"seconds": 420.0, "ok": False, "finished": "x"}}}))
+    table = runner._book_times(tmp_path)
+    assert "| CPU A, 2 cores (AVX2, emulated bf16) | 13.0 | yes |" in table and "| 7.0 | no |" in table
+    (results / "old.json").write_text(json.dumps({"summary": {"what": "w", "result": "r", "machine": "EPYC"}}))
+    (results / "new.json").write_text(json.dumps({"capability": "AVX2, emulated bf16",
+                                                  "summary": {"what": "w", "result": "r", "machine": "EPYC"}}))
+    bench = runner._benchmark_table(tmp_path)
+    assert "EPYC (capability not recorded)" in bench and "EPYC (AVX2, emulated bf16)" in bench

@@ -11,9 +11,10 @@ import torch
 import ncmse.data
 import ncmse.study as study
 from ncmse import etf, minimizers
-from ncmse.config import RunConfig, d_grid, profile_config, study_settings
+from ncmse.config import RunConfig
 from ncmse.experiments import ResultsCache
 from ncmse.mean_geometry import class_mean_geometry
+from ncmse.profiles import d_grid, profile_config, study_settings
 from ncmse.study import CE, MSE, Variant
 from ncmse.ufm import UFM
 
@@ -248,3 +249,63 @@ def test_deep_settings_are_consistent(profile):
     if profile == "paper":                                 # the paper's settings, untuned
         assert S["lrs"] == (0.05,) and tuple(S["alphas"]) == (1, 5, 15, 20) and tuple(S["Ms"]) == (1, 3, 5, 7, 10)
         assert S["seeds"][0] == profile_config("paper").seed == 6
+
+
+def test_successive_halving_keeps_the_best_at_the_rung_and_picks_among_them(monkeypatch):
+    """Every candidate stops at the rung (stop_epoch) and is scored there; the `keep` best per loss and
+    tuning d train to the end, and the rule picks among those only."""
+    at_rung = {0.01: 0.70, 0.03: 0.75, 0.1: 0.74, 0.3: 0.20}        # held-out accuracy at the rung
+    at_end = {0.03: 0.80, 0.1: 0.82}                                # of the two kept rates
+    calls = []
+
+    def fake_sweep(configs, **kw):
+        calls.append(configs)
+        if all(c.stop_epoch == 5 for c in configs):
+            assert all(c.nc_epochs == (5,) for c in configs)
+            return [_fake(Variant.of(c), c.d, c.lr, test=at_rung[c.lr], where="holdout") for c in configs]
+        assert all(c.stop_epoch is None and c.nc_epochs == (5,) for c in configs)
+        return [_fake(Variant.of(c), c.d, c.lr, test=at_end[c.lr], where="holdout") for c in configs]
+
+    monkeypatch.setattr(study, "sweep", fake_sweep)
+    base = profile_config("cpu")
+    choice = study.tune_lr(base, [MSE, CE], lrs=(0.01, 0.03, 0.1, 0.3), ds=(4, 16), holdout_per_class=7,
+                           halving=(5, 2))
+    assert [len(c) for c in calls] == [16, 8]                        # 2 losses × 2 d × 4 rates, then 2 kept each
+    assert {c.lr for c in calls[1]} == {0.03, 0.1}
+    assert choice[MSE].by_d == {4: 0.1, 16: 0.1} and choice[MSE].rung == 5
+    assert set(choice[MSE].scores[4]) == {0.03, 0.1} and choice[MSE].early[4][0.3] == 0.20
+    assert choice[MSE].edge == () and math.isclose(choice[MSE].edge_margin(4), 0.0)
+    # the plan counts what the smoke profile's halving (rung 1 of 2 epochs, keep 1 of 2 rates) trains
+    p = study.plan("smoke")
+    assert p.kept == p.tuning // 2 and p.tuning_epochs == p.tuning * 1 + p.kept * 1
+    assert p.image_epochs < p.runs * p.epochs * p.images and p.trainings == p.test + p.tuning + p.kept
+
+
+def test_stop_epoch_is_a_prefix_of_its_schedule():
+    c = profile_config("cpu").replace(stop_epoch=5)
+    assert c.last_epoch == 5 and c.full_schedule() == profile_config("cpu") and c.key() != c.full_schedule().key()
+    assert "stop_epoch" not in profile_config("cpu").to_dict()      # the keys of every other run are unchanged
+    assert RunConfig.from_dict(c.to_dict()) == c
+    for bad in (0, 15, 20, "5x"):
+        with pytest.raises(ValueError, match="stop_epoch"):
+            profile_config("cpu").replace(stop_epoch=bad)
+    cache = ResultsCache("/nonexistent")
+    assert cache.checkpoint_path(c) == cache.checkpoint_path(c.full_schedule())
+    assert cache.lock_path(c) == cache.lock_path(c.full_schedule())
+
+
+@needs_data
+def test_a_stopped_run_resumes_into_its_full_schedule_exactly(tmp_path):
+    from ncmse.experiments import run
+    from ncmse.train import train
+
+    full = profile_config("smoke", d=4, epochs=3, n_per_class=16, test_per_class=8, nc_epochs=(1,))
+    cache = ResultsCache(tmp_path / "results")
+    stopped = run(full.replace(stop_epoch=1), cache=cache, progress=False, data_root=DATA_ROOT)
+    assert len(stopped["history"]) == 1 and "NC1" in stopped["history"][0] and stopped["complete"]
+    assert cache.checkpoint_path(full).exists()                       # kept for the full schedule
+    resumed = run(full, cache=cache, progress=False, data_root=DATA_ROOT)
+    assert resumed["provenance"]["resumed_at_epoch"] == 1 and not cache.checkpoint_path(full).exists()
+    straight = train(full, device="cpu", progress=False, data_root=DATA_ROOT)
+    assert resumed["W"] == straight["W"] and resumed["test"] == straight["test"]
+    assert [h["train_loss"] for h in resumed["history"]] == [h["train_loss"] for h in straight["history"]]

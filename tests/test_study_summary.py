@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from ncmse import etf, study
-from ncmse.config import profile_config, study_settings
 from ncmse.mean_geometry import GeometrySummary, class_mean_geometry
+from ncmse.profiles import profile_config, study_settings
 from ncmse.study import CE, MSE, LRChoice, StudyResults, Variant
 
 K = 10
