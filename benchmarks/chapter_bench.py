@@ -141,8 +141,9 @@ def run_book(root: str, cap: str | None = None, profile: str = "cpu", keep: str 
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 dst.write_bytes(src.read_bytes())
         t0 = time.perf_counter()
-        out = subprocess.run([sys.executable, "-m", "ncmse", "book", "--profile", profile], cwd=tmp, env=env,
-                             capture_output=True, text=True)
+        # the copy's package, also in the site build's autodoc (not an editable install of the checkout)
+        out = subprocess.run([sys.executable, "-m", "ncmse", "book", "--profile", profile], cwd=tmp,
+                             env={**env, "PYTHONPATH": str(tmp)}, capture_output=True, text=True)
         seconds = time.perf_counter() - t0
         timings_file = Path(tmp) / "_build" / "timings.json"
         timings = json.loads(timings_file.read_text()) if timings_file.exists() else {}

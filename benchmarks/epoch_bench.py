@@ -1,4 +1,4 @@
-"""One training epoch: the tensor-resident loader with batched augmentation (ncmse.data.TensorLoader)
+"""One training epoch: the tensor-resident loader with batched augmentation (ncmse.loader.TensorLoader)
 against a torchvision DataLoader with per-sample PIL transforms — same model, data, batch size and
 augmentation (RandomCrop(32, padding=4) + RandomHorizontalFlip).
 
@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _report import write_report  # noqa: E402
 
-from ncmse.data import TensorLoader, load_dataset, subsample  # noqa: E402
+from ncmse.data import load_dataset  # noqa: E402
+from ncmse.loader import TensorLoader, subsample  # noqa: E402
 from ncmse.machine import device_description  # noqa: E402
 from ncmse.models import build_model  # noqa: E402
 

@@ -8,7 +8,7 @@ memory layout, torch.compile and the number of runs sharing one device; and what
 
 Each setting trains the real step of ``ncmse.train`` — the model of ``ncmse.models.build_model``, its
 SGD optimizer, the MSE loss, batches cut and augmented (crop + flip) on the device by
-``ncmse.data.TensorLoader`` — on synthetic uint8 images of CIFAR-10's shape held on the device (the
+``ncmse.loader.TensorLoader`` — on synthetic uint8 images of CIFAR-10's shape held on the device (the
 arithmetic of a step does not depend on the pixels; the device machine carries no dataset).  Settings:
 
 * ``fp32``: contiguous tensors, float32 (the ``paper`` profile's arithmetic);
@@ -47,7 +47,8 @@ def _timed_steps(setting: str, device: str, batch: int, steps: int, warmup: int,
     steady images/s over the last ``steps``."""
     import torch
 
-    from ncmse.data import TensorLoader, Tensors
+    from ncmse.data import Tensors
+    from ncmse.loader import TensorLoader
     from ncmse.losses import loss_module
     from ncmse.models import build_model
 

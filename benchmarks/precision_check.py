@@ -44,7 +44,8 @@ def _compile_check(base, steps: int) -> dict:
     """Seconds of the first step and the median steady step, eager against ``torch.compile``, bf16."""
     import torch._inductor.config as inductor_config
 
-    from ncmse.data import TensorLoader, load_dataset, subsample
+    from ncmse.data import load_dataset
+    from ncmse.loader import TensorLoader, subsample
     from ncmse.losses import loss_module
     from ncmse.models import build_model
 

@@ -30,10 +30,11 @@ import torch
 from tqdm.std import tqdm
 
 from .config import RunConfig
-from .data import TensorLoader, holdout_split, load_dataset, subsample
+from .data import load_dataset
 from .files import atomic_torch_save, quarantine
 from .fingerprint import validity as run_validity
 from .hardware import channels_last
+from .loader import TensorLoader, holdout_split, subsample
 from .losses import loss_module
 from .metrics import NCAccumulator
 from .models import build_model

@@ -211,6 +211,12 @@ def test_a_study_reads_back_from_its_archive_alone(tmp_path, capsys):
     assert [r["test"]["accuracy"] for r in back.runs] == [r["test"]["accuracy"] for r in trained.runs]
     assert back.summary().verdict.sentence("MSE", "CE") == trained.summary().verdict.sentence("MSE", "CE")
     assert archive.stale_runs(back.runs) == []
+    # the archive's numbers are reproduced: a sample run trained again from an empty cache
+    from ncmse.experiments import run
+    sample = back.runs[0]
+    again = run(RunConfig.from_dict(sample["config"]), cache=ResultsCache(tmp_path / "empty"), progress=False,
+                data_root=DATA_ROOT)
+    assert not again["cached"] and again["test"] == sample["test"] and again["W"] == sample["W"]
     first = sorted((tmp_path / "trained" / "cifar10").glob("*.json"))[0]
     entry = json.loads(first.read_text())
     first.write_text(json.dumps({**entry, "validity": {**entry["validity"], "code": "0" * 16}}))

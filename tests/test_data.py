@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from ncmse import data as D
-from ncmse.data import TensorLoader, Tensors, balanced_indices, crop_flip, holdout_split, load_dataset, subsample
+from ncmse.data import Tensors, load_dataset
+from ncmse.loader import TensorLoader, balanced_indices, channel_stats, crop_flip, holdout_split, subsample
 
 SHARED = Path(os.environ.get("NCMSE_OFFLINE_DATA", "/work/shared/data"))
 needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason=f"offline data copy {SHARED} not present")
@@ -524,7 +525,7 @@ def test_loader_normalization():
     data = indexed(N=2000, C=3)
     x, _ = raw(TensorLoader(data, 500, shuffle=False, **IDENTITY))
     assert torch.equal(x, data.x)                              # mean 0, std 1/255: the raw pixels
-    mean, std = D.channel_stats(data)
+    mean, std = channel_stats(data)
     ref = data.x.double() / 255
     assert torch.allclose(mean, ref.mean((0, 2, 3))) and torch.allclose(std, ref.std((0, 2, 3), correction=0))
     z = torch.cat([xb for xb, _ in TensorLoader(data, 500)])   # default: the data's own statistics

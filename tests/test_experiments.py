@@ -103,7 +103,8 @@ CIFAR = DATA_ROOT / "cifar10-jpeg"
 @pytest.mark.skipif(not CIFAR.exists(), reason=f"no CIFAR-10 JPEG copy under {DATA_ROOT}")
 def test_paper_profile_path_one_step_on_cpu(tmp_path):
     """The paper's model, data path (CIFAR-10 JPEG copy, crop + flip) and optimizer: one SGD step on CPU."""
-    from ncmse.data import TensorLoader, load_dataset, subsample
+    from ncmse.data import load_dataset
+    from ncmse.loader import TensorLoader, subsample
     from ncmse.losses import loss_module
     from ncmse.models import build_model
     from ncmse.train import make_optimizer, make_schedule
