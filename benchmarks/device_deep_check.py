@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _report import use_test_split_only, write_report  # noqa: E402
 
-from ncmse import experiments, profiles, study  # noqa: E402
+from ncmse import experiments, profiles, stats, study, variants  # noqa: E402
 from ncmse.mean_geometry import class_mean_geometries  # noqa: E402
 
 
@@ -57,14 +57,14 @@ def main() -> int:
     results = R.all_runs
     for r in results:
         c = r["config"]
-        report["runs"].append({"loss": study.Variant.of(c).label, "d": c["d"], "lr": c["lr"],
+        report["runs"].append({"loss": variants.Variant.of(c).label, "d": c["d"], "lr": c["lr"],
                                "relu": c["feature_relu"], "seconds": r["provenance"]["wall_seconds"],
                                "train_accuracy": r["train"]["accuracy"], "live_units": r["train"]["live_units"],
                                "NC1": r["train"]["NC1"], "device": r["provenance"]["device"]})
-    pooled = study.pool_seeds(results)
+    pooled = stats.pool_seeds(results)
     geo, skipped = class_mean_geometries([r for r in R.runs if r["config"]["d"] == S["geometry_d"]
                                           and r["config"]["loss"] == "mse"])
-    band = study.history_band(results[:1], "NC1")
+    band = stats.history_band(results[:1], "NC1")
     images = R.K * args.n_per_class * args.epochs * len(results)
     per_image = seconds / images
     n_grid = len(profiles.d_grid("paper"))

@@ -7,7 +7,7 @@ Each configuration of the sample — the ``cifar10`` study's ``cpu`` base run (t
 CIFAR-10 images a class, 12 epochs) at every d, loss and seed given, with the base learning rate — is
 trained twice in this process, once with ``precision="fp32"`` and once with ``"bf16"``, one right
 after the other so that both see the same machine.  Per (loss, d), the seed-mean test accuracies of
-the two precisions are compared by the book's *clear gap* rule (``ncmse.study.clear_gap``: a gap larger
+the two precisions are compared by the book's *clear gap* rule (``ncmse.stats.clear_gap``: a gap larger
 than both two standard errors over seeds and one point is clear).  The verdict "bf16 is within seed
 noise of fp32" holds when no (loss, d) has a clear gap; the study's ``cpu`` profile trains in bf16
 only because it held.  Reported too: the training seconds of each run and the median bf16 / fp32
@@ -35,7 +35,7 @@ from _report import write_report  # noqa: E402
 
 from ncmse.machine import device_description  # noqa: E402
 from ncmse.profiles import profile_config  # noqa: E402
-from ncmse.study import clear_gap  # noqa: E402
+from ncmse.stats import clear_gap  # noqa: E402
 from ncmse.threads import use_budget  # noqa: E402
 from ncmse.train import train  # noqa: E402
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from .config import RunConfig
 from .experiments import ROOT
 from .files import atomic_write_text
-from .profiles import STUDIES
+from .profiles import check_study
 
 __all__ = ["ARCHIVE", "ArchiveError", "ArchiveIncomplete", "folder", "export", "exporter", "restore", "load",
            "study_results", "stale_runs", "progress", "progress_sentence", "provenance_table", "accuracy_table",
@@ -59,9 +59,7 @@ class ArchiveIncomplete(LookupError):
 def folder(study: str, root: Path | str | None = None) -> Path:
     """The archive folder of ``study`` (one of ``ncmse.config.STUDIES``) under ``root`` (default
     :data:`ARCHIVE`)."""
-    if study not in STUDIES:
-        raise ValueError(f"unknown study {study!r}; expected one of {', '.join(STUDIES)}")
-    return Path(root if root is not None else ARCHIVE) / study
+    return Path(root if root is not None else ARCHIVE) / check_study(study)
 
 
 def export(results: Iterable[dict], study: str, root: Path | str | None = None) -> list[Path]:
@@ -171,7 +169,7 @@ def accuracy_table(results: list[dict]) -> str:
     """Seed-mean ± standard deviation of the test accuracy per loss and d of archived runs (Markdown),
     with the model, data and epochs of each row."""
     from .plotting import markdown_table
-    from .study import pool_seeds
+    from .stats import pool_seeds
 
     config = {(r["config"]["loss"], r["config"]["alpha"], r["config"]["M"], r["config"]["d"]): r["config"]
               for r in results}
@@ -186,9 +184,10 @@ def accuracy_table(results: list[dict]) -> str:
 
 
 def comparison(results: list[dict], K: int = 10) -> list[dict]:
-    """MSE against cross-entropy per d over the archived runs: ``ncmse.study.compare`` of their
+    """MSE against cross-entropy per d over the archived runs: ``ncmse.stats.compare`` of their
     seed-pooled test accuracy (the clear-gap rule of the chapter "Deep networks")."""
-    from .study import CE, MSE, compare, pool_seeds
+    from .stats import compare, pool_seeds
+    from .variants import CE, MSE
 
     return compare(pool_seeds(results), MSE, CE, K=K)
 
@@ -199,7 +198,7 @@ def geometry_table(results: list[dict], d: int) -> str:
     (``ncmse.mean_geometry``), how many agree, and the test accuracy (Markdown)."""
     from .mean_geometry import GeometrySummary
     from .mean_geometry import geometry_table as table
-    from .study import CE, MSE, Variant
+    from .variants import CE, MSE, Variant
 
     at_d = [r for r in results if r["config"]["d"] == d]
     if not at_d:

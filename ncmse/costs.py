@@ -23,11 +23,18 @@ from pathlib import Path
 from .profiles import STUDIES, profile_config, study_profiles
 from .study import plan
 
-__all__ = ["Rate", "rates", "cost_rows", "cost_table", "precision_check", "PrecisionSummary", "precision_summary",
-           "StepsHere", "steps_here", "training_steps", "ChapterMode", "ChapterBenchmark", "chapter_benchmark",
-           "StepBreakdown", "step_breakdown", "device_name"]
+__all__ = ["paper_gpu_hours", "Rate", "rates", "cost_rows", "cost_table", "precision_check", "PrecisionSummary",
+           "precision_summary", "StepsHere", "steps_here", "training_steps", "ChapterMode", "ChapterBenchmark",
+           "chapter_benchmark", "StepBreakdown", "step_breakdown", "device_name"]
 
 RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
+
+
+def paper_gpu_hours(results: Path = RESULTS) -> float | None:
+    """The GPU hours the paper profile would take by ``benchmarks/device_deep_check.py``'s extrapolation
+    (its ``paper_gpu_hours_estimate``), or None where that benchmark has not been run."""
+    path = Path(results) / "device_deep_check_h200.json"
+    return float(json.loads(path.read_text())["paper_gpu_hours_estimate"]) if path.exists() else None
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ __all__ = [
     "random_subspaces",
     "frame_geometry",
     "projector_fit",
+    "projected_nc2",
 ]
 
 
@@ -214,3 +215,12 @@ def _embedding(d: int, r: int, R, dtype, device) -> torch.Tensor:
 def _check_K(K: int) -> None:
     if not isinstance(K, int) or K < 2:
         raise ValueError(f"K (number of classes) must be an integer ≥ 2, got {K!r}")
+
+
+def projected_nc2(d: float, K: int) -> float:
+    """NC2 (= NC2_M = NC3) of a simplex ETF of K classes projected onto a d-dimensional subspace of
+    1^⊥, d ≤ K−1: ‖P_S/√d − C/√(K−1)‖_F = √(2 − 2√(d/(K−1))), the same for every subspace S (chapter
+    "d < K − 1"); 0 at d = K−1.  ``d`` may be fractional (for a smooth curve)."""
+    if not 1 <= d <= K - 1:
+        raise ValueError(f"need 1 ≤ d ≤ K−1 = {K - 1}, got d={d}")
+    return math.sqrt(2 - 2 * math.sqrt(d / (K - 1)))

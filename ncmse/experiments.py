@@ -22,6 +22,7 @@ from . import train as train_module
 from .config import RunConfig
 from .files import atomic_write_text, quarantine
 from .fingerprint import code_fingerprint, validity
+from .variants import loss_label
 
 __all__ = ["ResultsCache", "sweep_configs", "run", "summary_rows", "SUMMARY_COLUMNS", "divergence_text"]
 
@@ -191,9 +192,10 @@ class ResultsCache:
 
 
 def _describe(c: dict) -> str:
-    loss = c.get("loss", "?")
-    if loss == "rmse":
-        loss = f"rmse(α={c.get('alpha', 1):g},M={c.get('M', 1):g})"
+    try:
+        loss = loss_label(c)
+    except (KeyError, TypeError, ValueError):    # a foreign entry's configuration: name what is there
+        loss = c.get("loss", "?")
     return f"{c.get('dataset')} {c.get('model')} d={c.get('d')} {loss} lr={c.get('lr')} seed={c.get('seed')}"
 
 
@@ -273,7 +275,7 @@ def summary_rows(results: list[dict]) -> list[tuple]:
     rows = []
     for r in results:
         c = r["config"]
-        loss = c["loss"] if c["loss"] != "rmse" else f"rmse(α={c['alpha']:g},M={c['M']:g})"
+        loss = loss_label(c)
         if r.get("diverged"):
             metrics = ("diverged", "diverged", "—", "—")
         else:

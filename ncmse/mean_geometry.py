@@ -166,7 +166,7 @@ class GeometrySummary:
 
 
 def geometry_table(geometry: dict, classes) -> str:
-    """One row per run of every loss in ``geometry`` (a label or ``ncmse.study.Variant`` →
+    """One row per run of every loss in ``geometry`` (a label or ``ncmse.variants.Variant`` →
     :class:`GeometrySummary`), as Markdown: the projector error, the classes lost in the network and
     as the UFM predicts given S, how many classes agree, the test accuracy."""
     from .plotting import markdown_table

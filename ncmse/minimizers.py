@@ -334,7 +334,7 @@ def nc2_at_minimum(problem: UFM) -> float:
     if name == "etf":
         return 0.0
     if name == "projected etf":
-        return math.sqrt(2 - 2 * math.sqrt(problem.d / (problem.K - 1)))
+        return etf.projected_nc2(problem.d, problem.K)
     raise ValueError(f"NC2 at the minimum is derived for the 'etf' and 'projected etf' regimes, not {name!r}")
 
 

@@ -138,9 +138,9 @@ def draw_frame(ax, V, *, lost=None, label_points: bool = True):
 
 def accuracy_against_d(ax, sweep: dict, variants, grid, *, metric: str = "test", K: int = 10) -> None:
     """Seed-mean ``metric`` ("test" or "train") accuracy against the feature dimension, one line per
-    loss of ``variants`` (``ncmse.study.Variant``), bars one standard deviation, a dashed line at
+    loss of ``variants`` (``ncmse.variants.Variant``), bars one standard deviation, a dashed line at
     d = K − 1 and a log axis ticked at the d's of ``grid`` (chapters "Deep networks" and "CIFAR-10").
-    ``sweep`` maps (variant, d) to a pooled row of ``ncmse.study.pool_seeds``."""
+    ``sweep`` maps (variant, d) to a pooled row of ``ncmse.stats.pool_seeds``."""
     for i, v in enumerate(variants):
         m = [sweep[(v, d)][f"{metric}_mean"] for d in grid]
         s = [sweep[(v, d)][f"{metric}_std"] for d in grid]

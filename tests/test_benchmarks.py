@@ -46,7 +46,7 @@ def test_chapter_bench_runs_the_study_from_an_empty_cache(tmp_path, monkeypatch)
     assert chapter_bench.main(["--profile", "smoke", "--modes", "sequential", "--out", str(tmp_path)]) == 0
     report = json.loads((tmp_path / "chapter_cpu.json").read_text())
     (mode,) = report["modes"].values()
-    assert mode["runs"] == study.plan("smoke").runs and mode["seconds"] >= mode["tuning_seconds"] > 0
+    assert mode["runs"] == study.plan("smoke").trainings and mode["seconds"] >= mode["tuning_seconds"] > 0
     assert report["profile"] == "smoke" and costs.chapter_benchmark(tmp_path) is None   # not a cpu measurement
 
 

@@ -267,7 +267,7 @@ def test_divergence_is_recorded_cached_and_printed(tmp_path, capsys):
 
 
 def test_tuning_never_chooses_a_rate_that_diverged(monkeypatch):
-    from ncmse import study
+    from ncmse import study, variants
 
     def fake_sweep(configs, **kw):
         out = []
@@ -279,12 +279,12 @@ def test_tuning_never_chooses_a_rate_that_diverged(monkeypatch):
         return out
 
     monkeypatch.setattr(study, "sweep", fake_sweep)
-    choice = study.tune_lr(SMOKE, [study.MSE], lrs=(0.01, 0.1, 0.3), ds=(4,), holdout_per_class=5)[study.MSE]
+    choice = study.tune_lr(SMOKE, [variants.MSE], lrs=(0.01, 0.1, 0.3), ds=(4,), holdout_per_class=5)[variants.MSE]
     assert choice.by_d[4] == 0.1 and choice.scores[4][0.3] == -np.inf
 
 
 def test_pooling_leaves_diverged_runs_out():
-    from ncmse import study
+    from ncmse import stats
 
     def result(seed, acc):
         c = SMOKE.replace(seed=seed).to_dict()
@@ -292,7 +292,7 @@ def test_pooling_leaves_diverged_runs_out():
             return {"config": c, "diverged": {"epoch": 1, "batch": 1, "loss": "nan"}, "train": None, "test": None}
         return {"config": c, "diverged": None, "train": {"accuracy": acc, "live_units": 9}, "test": {"accuracy": acc}}
 
-    (row,) = study.pool_seeds([result(0, 0.5), result(1, None), result(2, 0.7)])
+    (row,) = stats.pool_seeds([result(0, 0.5), result(1, None), result(2, 0.7)])
     assert row["n"] == 2 and row["diverged"] == 1 and row["diverged_seeds"] == [1]
     assert row["test_mean"] == pytest.approx(0.6)
 

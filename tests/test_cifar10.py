@@ -10,13 +10,13 @@ import pytest
 import torch
 
 import ncmse.study as study
-from ncmse import archive
+from ncmse import archive, stats
 from ncmse.__main__ import main
 from ncmse.config import RunConfig
 from ncmse.experiments import ResultsCache
 from ncmse.profiles import d_grid, profile_config, study_settings
-from ncmse.study import CE, MSE, Variant
 from ncmse.train import train
+from ncmse.variants import CE, MSE, Variant
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 DATA_ROOT = Path(os.environ.get("NCMSE_DATA_ROOT", SHARED))
@@ -90,13 +90,13 @@ def test_cifar10_runs_at_paper_are_the_deep_studys_runs(monkeypatch):
 
 
 def test_clear_gap_is_the_rule_of_compare():
-    c = study.clear_gap([0.50, 0.52], [0.60, 0.62])
+    c = stats.clear_gap([0.50, 0.52], [0.60, 0.62])
     assert c["gap"] == pytest.approx(0.10) and c["clear"]
     assert c["se"] == pytest.approx(math.sqrt(2 * 0.0002 / 2))
-    assert not study.clear_gap([0.50], [0.505])["clear"]                # under one point
-    assert not study.clear_gap([0.40, 0.60], [0.45, 0.65])["clear"]      # under two standard errors
+    assert not stats.clear_gap([0.50], [0.505])["clear"]                # under one point
+    assert not stats.clear_gap([0.40, 0.60], [0.45, 0.65])["clear"]      # under two standard errors
     with pytest.raises(ValueError):
-        study.clear_gap([], [0.5])
+        stats.clear_gap([], [0.5])
 
 
 @needs_cifar

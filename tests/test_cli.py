@@ -150,6 +150,6 @@ def test_train_rescaled_and_diverged_from_the_command_line(capsys, tmp_path):
     common = ["--profile", "smoke", "--quiet", "--device", "cpu", "--data-root", str(DATA_ROOT), "--cache",
               str(tmp_path)]
     rc, out, err = _run(["train", "--loss", "rmse", "--alpha", "5", "--M", "2", *common], capsys)
-    assert rc == 0 and "rmse(α=5,M=2)" in out, err
+    assert rc == 0 and "RMSE α=5, M=2" in out, err
     rc, out, err = _run(["train", "--lr", "100000", *common], capsys)
     assert rc == 0 and "diverged" in out, err

@@ -10,13 +10,13 @@ import torch
 
 import ncmse.data
 import ncmse.study as study
-from ncmse import etf, minimizers
+from ncmse import etf, minimizers, stats, variants
 from ncmse.config import RunConfig
 from ncmse.experiments import ResultsCache
 from ncmse.mean_geometry import class_mean_geometry
 from ncmse.profiles import d_grid, profile_config, study_settings
-from ncmse.study import CE, MSE, Variant
 from ncmse.ufm import UFM
+from ncmse.variants import CE, MSE, Variant
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 DATA_ROOT = Path(os.environ.get("NCMSE_DATA_ROOT", SHARED))
@@ -25,7 +25,7 @@ needs_data = pytest.mark.skipif(not (DATA_ROOT / "FashionMNIST" / "raw").exists(
 
 
 def test_rescaled_variants_are_the_papers_sweeps():
-    vs = study.rescaled_variants()
+    vs = variants.rescaled_variants()
     assert vs[0] == MSE and len(vs) == 8 and len(set(vs)) == 8
     assert {(v.alpha, v.M) for v in vs} == {(1, 1), (5, 1), (15, 1), (20, 1), (1, 3), (1, 5), (1, 7), (1, 10)}
     assert Variant("rmse", 5.0, 1.0).label == "RMSE α=5, M=1" and CE.label == "CE"
@@ -89,28 +89,28 @@ def test_pooling_comparison_and_verdict():
     for seed, noise in enumerate((-0.01, 0.0, 0.01)):
         for d, mse, ce in ((2, 0.40, 0.84), (9, 0.86, 0.865), (64, 0.865, 0.86)):
             res += [_fake(MSE, d, seed=seed, test=mse + noise), _fake(CE, d, seed=seed, test=ce - noise)]
-    pooled = study.pool_seeds(res)
+    pooled = stats.pool_seeds(res)
     row = next(r for r in pooled if r["variant"] == MSE and r["d"] == 2)
     assert row["n"] == 3 and row["seeds"] == [0, 1, 2]
     assert math.isclose(row["test_mean"], 0.40) and math.isclose(row["test_std"], 0.01)
-    comp = study.compare(pooled, MSE, CE, K=10)
+    comp = stats.compare(pooled, MSE, CE, K=10)
     assert [r["d"] for r in comp] == [2, 9, 64] and [r["below"] for r in comp] == [True, False, False]
     assert comp[0]["clear"] and math.isclose(comp[0]["gap"], 0.44)
     assert not comp[1]["clear"] and not comp[2]["clear"]
-    v = study.verdict(comp)
+    v = stats.verdict(comp)
     assert v.reproduced and v.sentence("MSE", "CE").startswith("reproduced")
     # MSE clearly ahead at d ≥ K−1 does not contradict the claim ("MSE is not worse there") …
     better = [_fake(MSE, 64, seed=s, test=0.95) for s in range(3)] + \
         [r for r in res if not (r["config"]["loss"] == "mse" and r["config"]["d"] == 64)]
-    assert study.verdict(study.compare(study.pool_seeds(better), MSE, CE, K=10)).reproduced
+    assert stats.verdict(stats.compare(stats.pool_seeds(better), MSE, CE, K=10)).reproduced
     # … CE clearly ahead there breaks it
     res.append(_fake(CE, 64, seed=3, test=0.99))
     res = [r for r in res if not (r["config"]["loss"] == "ce" and r["config"]["d"] == 64 and r["config"]["seed"] < 3)]
     res += [_fake(CE, 64, seed=s, test=0.99) for s in range(3)]
-    v = study.verdict(study.compare(study.pool_seeds(res), MSE, CE, K=10))
+    v = stats.verdict(stats.compare(stats.pool_seeds(res), MSE, CE, K=10))
     assert v.below and not v.above and v.sentence("MSE", "CE").startswith("not reproduced")
     with pytest.raises(ValueError, match="both sides"):
-        study.verdict([r for r in comp if r["below"]])
+        stats.verdict([r for r in comp if r["below"]])
 
 
 def test_recovery_levels():
@@ -121,19 +121,19 @@ def test_recovery_levels():
         for seed, noise in enumerate((-0.01, 0.0, 0.01)):
             res += [_fake(MSE, 4, seed=seed, test=0.60 + noise), _fake(CE, 4, seed=seed, test=0.85 + noise),
                     _fake(R, 4, seed=seed, test=rmse_acc + noise)]
-        return study.pool_seeds(res)
+        return stats.pool_seeds(res)
 
-    assert study.recovery(pooled(0.605), R, d=4, K=10) == "does not recover"
-    assert study.recovery(pooled(0.75), R, d=4, K=10) == "partly recovers"
-    assert study.recovery(pooled(0.845), R, d=4, K=10) == "recovers"
+    assert stats.recovery(pooled(0.605), R, d=4, K=10) == "does not recover"
+    assert stats.recovery(pooled(0.75), R, d=4, K=10) == "partly recovers"
+    assert stats.recovery(pooled(0.845), R, d=4, K=10) == "recovers"
     with pytest.raises(ValueError, match="d = 16"):
-        study.recovery(pooled(0.7), R, d=16, K=10)
+        stats.recovery(pooled(0.7), R, d=16, K=10)
 
 
 def test_history_band():
     runs = [{"history": [{"epoch": 1, "NC1": 2.0}, {"epoch": 2}, {"epoch": 3, "NC1": 1.0}]},
             {"history": [{"epoch": 1, "NC1": 4.0}, {"epoch": 2, "NC1": 3.0}, {"epoch": 3, "NC1": 0.5}]}]
-    assert study.history_band(runs, "NC1") == ([1, 3], [3.0, 0.75], [2.0, 0.5], [4.0, 1.0])
+    assert stats.history_band(runs, "NC1") == ([1, 3], [3.0, 0.75], [2.0, 0.5], [4.0, 1.0])
 
 
 def _result_from_ufm(K, d, S=None, seed=0):
@@ -245,7 +245,7 @@ def test_deep_settings_are_consistent(profile):
     if len(S["lrs"]) > 1:                                  # tuned: one dimension on each side, held-out images
         assert min(S["tune_ds"]) < K - 1 <= max(S["tune_ds"]) and S["holdout_per_class"]
     if S["sweep_rescaled"] is not None:
-        assert Variant("rmse", *map(float, S["sweep_rescaled"])) in study.rescaled_variants(S["alphas"], S["Ms"])
+        assert Variant("rmse", *map(float, S["sweep_rescaled"])) in variants.rescaled_variants(S["alphas"], S["Ms"])
     if profile == "paper":                                 # the paper's settings, untuned
         assert S["lrs"] == (0.05,) and tuple(S["alphas"]) == (1, 5, 15, 20) and tuple(S["Ms"]) == (1, 3, 5, 7, 10)
         assert S["seeds"][0] == profile_config("paper").seed == 6

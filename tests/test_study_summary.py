@@ -1,4 +1,4 @@
-"""The chapter "Deep networks"'s numbers and sentences (ncmse.study.StudySummary, ncmse.mean_geometry.
+"""The chapter "Deep networks"'s numbers and sentences (ncmse.summary.StudySummary, ncmse.mean_geometry.
 GeometrySummary), on small fake results shaped like those of ncmse.experiments.run."""
 
 import json
@@ -7,10 +7,11 @@ import math
 import pytest
 import torch
 
-from ncmse import etf, study
+from ncmse import costs, etf
 from ncmse.mean_geometry import GeometrySummary, class_mean_geometry
 from ncmse.profiles import profile_config, study_settings
-from ncmse.study import CE, MSE, LRChoice, StudyResults, Variant
+from ncmse.study import LRChoice, StudyResults
+from ncmse.variants import CE, MSE, Variant
 
 K = 10
 A = Variant("rmse", 5.0, 1.0)          # the rescaled MSE carried through the d-sweep
@@ -185,15 +186,15 @@ def test_nc_summary(summary):
     assert nc.d_below == 4 and set(nc.drop) == {(v, d) for v in (MSE, CE, A) for d in (4, 16)}
     assert math.isclose(nc.drop[(MSE, 4)], 0.25) and math.isclose(nc.drop_max, 0.5)       # CE at 16: 1.0 / 2.0
     assert math.isclose(nc.nc2_below_min, 0.31)                                             # CE: 0.3 + mean 0.01
-    assert nc.nc2_floor == study.projected_etf_nc2(4, K)
+    assert nc.nc2_floor == etf.projected_nc2(4, K)
 
 
 def test_projected_etf_nc2():
-    assert math.isclose(study.projected_etf_nc2(4, 10), math.sqrt(2 - 2 * 2 / 3))
-    assert study.projected_etf_nc2(9, 10) == 0.0
+    assert math.isclose(etf.projected_nc2(4, 10), math.sqrt(2 - 2 * 2 / 3))
+    assert etf.projected_nc2(9, 10) == 0.0
     for d in (0, 10):
         with pytest.raises(ValueError, match="d="):
-            study.projected_etf_nc2(d, 10)
+            etf.projected_nc2(d, 10)
 
 
 # ------------------------------------------------------------------ class-mean geometry
@@ -299,9 +300,9 @@ def test_totals_count_each_configuration_once(summary):
 
 
 def test_reproduction_table_and_gpu_hours(summary, tmp_path):
-    assert study.paper_gpu_hours(tmp_path / "missing.json") is None
-    (tmp_path / "h.json").write_text(json.dumps({"paper_gpu_hours_estimate": 12.4}))
-    assert study.paper_gpu_hours(tmp_path / "h.json") == 12.4
+    assert costs.paper_gpu_hours(tmp_path) is None                       # the benchmark was never run
+    (tmp_path / "device_deep_check_h200.json").write_text(json.dumps({"paper_gpu_hours_estimate": 12.4}))
+    assert costs.paper_gpu_hours(tmp_path) == 12.4
     lines = summary.reproduction_table(gpu_hours=12.4).splitlines()
     assert len(lines) == 5
     smoke, cpu, paper = lines[2:]
