@@ -274,20 +274,21 @@ def progress(study: str, profile: str, root: Path | str | None = None) -> tuple[
 
 
 def progress_sentence(study: str, profile: str, root: Path | str | None = None) -> str:
-    """One Markdown paragraph for the page: how many runs of the study at ``profile`` are committed, on
+    """One Markdown paragraph for the page: how many runs of the study at ``profile`` are in the archive, on
     which machine and in how many hours, whether today's training code would still train them
     (:func:`stale_runs`), and the command that trains the rest."""
     runs, total = progress(study, profile, root)
     command = f"`python -m ncmse study --study {study} --profile {profile} --export`"
     if not runs:
-        return f"*No run of the `{profile}` profile is committed yet* ({total} to train): {command} trains them."
+        return (f"*No run of the `{profile}` profile is in the archive yet* ({total} to train): {command} trains "
+                "them.")
     hours = sum(r["provenance"]["wall_seconds"] for r in runs) / 3600
     machines = sorted({f"{r['provenance']['machine']}, {r['provenance'].get('capability', 'capability not recorded')}"
                        for r in runs})
-    text = (f"**{len(runs)} of the {total} runs** of the `{profile}` profile are committed, trained on "
+    text = (f"**{len(runs)} of the {total} runs** of the `{profile}` profile are in the archive, trained on "
             f"{'; '.join(machines)} in {hours:.1f} hours of training (one worker's time).")
     if len(runs) < total:
-        text += f" The rest are still to train: {command} resumes from the committed runs."
+        text += f" The rest are still to train: {command} resumes from the archived runs."
     stale = stale_runs(runs)
     if stale:
         text += (f" **{len(stale)} of them were trained by other training code than this build's** (their code "

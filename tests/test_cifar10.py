@@ -312,3 +312,16 @@ def test_a_resumed_run_keeps_its_layout(tmp_path, monkeypatch):
     assert resumed["provenance"]["channels_last"] is True and straight["provenance"]["channels_last"] is True
     assert resumed["W"] == straight["W"]
     assert train(config, device="cpu", progress=False, data_root=DATA_ROOT)["provenance"]["channels_last"] is False
+
+
+def test_progress_sentence_counts_a_study_and_flags_other_code(tmp_path):
+    assert "No run of the `long` profile is in the archive yet" in archive.progress_sentence("cifar10", "long", tmp_path)
+    base = profile_config("long", "cifar10", device="cpu")
+    r = {**_result(MSE, 4, 0, 0.5), "config": base.replace(d=4).to_dict(),
+         "validity": {"code": "0" * 16, "data": "d"}}
+    r["provenance"]["capability"] = "AVX2, emulated bf16"
+    archive.export([r], "cifar10", tmp_path)
+    text = archive.progress_sentence("cifar10", "long", tmp_path)
+    total = study.plan("long", "cifar10").trainings
+    assert f"**1 of the {total} runs**" in text and "GPU X, AVX2, emulated bf16" in text and "1.0 hours" in text
+    assert "1 of them were trained by other training code" in text and "--profile long --export" in text
