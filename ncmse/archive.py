@@ -148,21 +148,25 @@ def _check(r, where: str) -> None:
 
 
 def provenance_table(results: list[dict]) -> str:
-    """Where and when the archived runs were trained (Markdown): one row per (device, torch, commit),
-    with the number of runs, the finish dates' range and the training hours."""
+    """Where and when the archived runs were trained (Markdown): one row per (machine, capability,
+    device, precision, torch, commit), with the number of runs, the finish dates' range and the training
+    hours (one worker's time, summed over runs)."""
     from .plotting import markdown_table
 
     groups: dict[tuple, list[dict]] = {}
     for r in results:
         p = r["provenance"]
-        groups.setdefault((p["machine"], p["device"], p["torch"], p["git"]), []).append(p)
+        key = (p["machine"], p.get("capability", "not recorded"), p["device"], r["config"].get("precision", "fp32"),
+               p["torch"], p["git"])
+        groups.setdefault(key, []).append(p)
     rows = []
-    for (machine, device, torch_version, git), ps in groups.items():
+    for (machine, capability, device, precision, torch_version, git), ps in groups.items():
         dates = sorted(p["finished"][:10] for p in ps)
         span = dates[0] if dates[0] == dates[-1] else f"{dates[0]} – {dates[-1]}"
-        rows.append((machine, device, torch_version, git, len(ps), span, sum(p["wall_seconds"] for p in ps) / 3600))
-    return markdown_table(rows, ["machine", "device", "torch", "commit", "runs", "trained", "hours"],
-                          formats=[None, None, None, None, None, None, ".2f"])
+        rows.append((machine, capability, device, precision, torch_version, git, len(ps), span,
+                     sum(p["wall_seconds"] for p in ps) / 3600))
+    return markdown_table(rows, ["machine", "capability", "device", "precision", "torch", "commit", "runs", "trained",
+                                 "hours"], formats=[None] * 8 + [".2f"])
 
 
 def accuracy_table(results: list[dict]) -> str:

@@ -13,7 +13,7 @@ import seaborn as sns
 from matplotlib.patches import Patch
 
 __all__ = ["use_style", "PALETTE", "FIGSIZE", "gram_heatmap", "subplots", "figure", "markdown_table", "draw_frame",
-           "accuracy_against_d", "per_class_accuracy", "cost_figure"]
+           "accuracy_against_d", "nc_against_d", "per_class_accuracy", "cost_figure"]
 
 PALETTE = sns.color_palette("colorblind")
 FIGSIZE = (6.4, 3.6)
@@ -149,6 +149,28 @@ def accuracy_against_d(ax, sweep: dict, variants, grid, *, metric: str = "test",
     ax.set(xscale="log", xlabel="feature dimension d", ylabel=f"{metric} accuracy")
     ax.set_xticks(grid, [str(d) for d in grid])
     ax.minorticks_off()
+
+
+def nc_against_d(axes, rows: list[dict], variants, grid, *, K: int = 10) -> None:
+    """NC1 (left, log scale) and NC2 (right) after the last epoch against the feature dimension, one line
+    per loss of ``variants``, bars one standard deviation over seeds; on the NC2 panel the NC2 of an
+    exactly projected simplex ETF below K − 1 (black, dotted: the floor of the chapter "d < K − 1");
+    a dashed line at d = K − 1 on both.  ``rows``: ``ncmse.summary.StudySummary.nc_against_d()``."""
+    for key, ax in zip(("NC1", "NC2"), axes, strict=True):
+        for i, v in enumerate(variants):
+            mine = sorted((r for r in rows if r["variant"] == v), key=lambda r: r["d"])
+            ax.errorbar([r["d"] for r in mine], [r[f"{key}_mean"] for r in mine],
+                        yerr=[r[f"{key}_std"] for r in mine], marker="o", ms=4, capsize=3, color=PALETTE[i],
+                        label=v.label)
+        ax.axvline(K - 1, color="0.5", ls="--", lw=1)
+        ax.set(xscale="log", xlabel="feature dimension d", ylabel=f"{key} after the last epoch")
+        ax.set_xticks(grid, [str(d) for d in grid])
+        ax.minorticks_off()
+    axes[0].set_yscale("log")
+    below = sorted({r["d"] for r in rows if r["d"] < K - 1})
+    if below:
+        floor = {r["d"]: r["NC2_floor"] for r in rows}
+        axes[1].plot(below, [floor[d] for d in below], "k:", lw=1.5, label="projected ETF (floor)")
 
 
 def per_class_accuracy(ax, geometry: dict, classes, *, counted=None) -> None:

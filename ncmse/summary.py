@@ -14,10 +14,10 @@ import torch
 from . import etf
 from .mean_geometry import GeometrySummary, geometry_table
 from .profiles import PROFILES, profile_config
-from .stats import Verdict, compare, history_band, pool_seeds, recovery, verdict
+from .stats import Verdict, compare, history_band, mean_sd, pool_seeds, recovery, verdict
 from .variants import CE, MSE, Variant
 
-__all__ = ["StudySummary", "NCSummary", "RescaledSummary", "LinearSummary", "RunTotals"]
+__all__ = ["StudySummary", "NCSummary", "RescaledSummary", "LinearSummary", "RunTotals", "TerminalPhase"]
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,26 @@ class LinearSummary:
     dead_linear: float
     relu_gap: float
     linear_gap: float
+
+
+@dataclass(frozen=True)
+class TerminalPhase:
+    """Whether the d-sweep's runs at d ≥ K−1 fit their training set (the terminal phase, where the
+    paper's claim lives): ``below`` lists (loss label, d, seed-mean training accuracy) of every loss and
+    d ≥ K−1 under ``threshold``; ``reached`` is True when none is."""
+
+    threshold: float
+    below: tuple
+    reached: bool
+
+    def sentence(self) -> str:
+        """One sentence for the page."""
+        if self.reached:
+            return (f"Every loss fits its training set at every d ≥ K − 1 (seed-mean training accuracy at least "
+                    f"{self.threshold:g}): these runs are in the terminal phase.")
+        cases = "; ".join(f"{label} at d = {d}: {acc:.3f}" for label, d, acc in self.below)
+        return (f"Not every run at d ≥ K − 1 reaches a training accuracy of {self.threshold:g} (seed means): {cases}. "
+                "Read the comparison at those d's with that in mind.")
 
 
 @dataclass(frozen=True)
@@ -213,6 +233,42 @@ class StudySummary:
         K, gen = self.results.K, torch.Generator().manual_seed(0)
         return {d: 1.0 - float(etf.random_projection_lost(K, d, 4000, generator=gen).float().mean())
                 if d < K - 1 else 1.0 for d in self.results.grid}
+
+    def terminal_phase(self, threshold: float = 0.99) -> TerminalPhase:
+        """:class:`TerminalPhase` of the d-sweep (MSE, CE and the rescaled MSE) at d ≥ K−1."""
+        R = self.results
+        below = tuple((v.label, d, self.sweep[(v, d)]["train_mean"]) for v in (MSE, CE, R.rmse)
+                      for d in R.grid if d >= R.K - 1 and (v, d) in self.sweep
+                      and not self.sweep[(v, d)]["train_mean"] >= threshold)
+        return TerminalPhase(threshold, below, not below)
+
+    def nc_against_d(self) -> list[dict]:
+        """NC1 and NC2 of the training features after the last epoch against d, per loss of the d-sweep
+        (MSE, CE and the rescaled MSE): one row per (loss, d) with ``variant``, ``label``, ``d``, the seed
+        means and standard deviations ``NC1_mean``, ``NC1_std``, ``NC2_mean``, ``NC2_std``, and
+        ``NC2_floor``: below K−1 the NC2 of an exactly projected simplex ETF
+        (:func:`ncmse.etf.projected_nc2`), which no network's class means can go under; 0 at and above."""
+        R = self.results
+        rows = []
+        for v in (MSE, CE, R.rmse):
+            for d in R.grid:
+                runs = [r for r in self.seed_runs(v, d) if not r.get("diverged")]
+                if not runs:
+                    continue
+                last = [[h for h in r["history"] if "NC1" in h][-1] for r in runs]
+                row = {"variant": v, "label": v.label, "d": d,
+                       "NC2_floor": etf.projected_nc2(d, R.K) if d < R.K - 1 else 0.0}
+                for key in ("NC1", "NC2"):
+                    row[f"{key}_mean"], row[f"{key}_std"], _ = mean_sd(h[key] for h in last)
+                rows.append(row)
+        return rows
+
+    def recovery_below(self) -> dict:
+        """At each d < K−1 of the d-sweep, how much of cross-entropy's lead over MSE the rescaled MSE wins
+        back (:func:`ncmse.stats.recovery`: "recovers", "partly recovers", "does not recover")."""
+        R = self.results
+        pooled = pool_seeds(R.runs)
+        return {d: recovery(pooled, R.rmse, d=d, K=R.K) for d in R.grid if d < R.K - 1}
 
     def train_floor_above(self, variant: Variant) -> float:
         """The lowest seed-mean training accuracy of ``variant`` over the sweep's d ≥ K−1."""

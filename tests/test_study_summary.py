@@ -310,3 +310,32 @@ def test_reproduction_table_and_gpu_hours(summary, tmp_path):
     assert smoke.endswith(f"| {A.label}: partly recovers |")
     assert cpu.startswith("| cpu | not run for this page | run `./run.sh book --profile cpu`: fashion_mnist with")
     assert "about 12 GPU hours on an H200" in paper and "about" not in summary.reproduction_table().splitlines()[4]
+
+
+def test_terminal_phase_nc_against_d_and_recovery_below(summary):
+    """The long CIFAR-10 study's evidence: which losses fit their training set at d ≥ K−1, NC1 and NC2
+    after the last epoch against d beside the projected-ETF floor, and the rescaled MSE's recovery at
+    every d < K−1."""
+    tp = summary.terminal_phase()
+    assert not tp.reached and ("MSE", 9) in {(label, d) for label, d, _ in tp.below}
+    assert all(d >= K - 1 and acc < 0.99 for _, d, acc in tp.below) and "MSE at d = 9" in tp.sentence()
+    assert summary.terminal_phase(threshold=0.5).reached and "terminal phase" in summary.terminal_phase(0.5).sentence()
+    rows = summary.nc_against_d()
+    assert {(r["label"], r["d"]) for r in rows} == {(v.label, d) for v in (MSE, CE, A) for d in (4, 9, 16)}
+    r = next(r for r in rows if r["variant"] == MSE and r["d"] == 4)
+    assert r["NC1_mean"] == pytest.approx(0.5) and r["NC2_mean"] == pytest.approx(0.51)   # last entry, seeds 0-2
+    assert r["NC1_std"] == pytest.approx(0.1) and r["NC2_floor"] == etf.projected_nc2(4, K)
+    assert all(r["NC2_floor"] == 0.0 for r in rows if r["d"] >= K - 1)
+    assert summary.recovery_below() == {4: "partly recovers"}
+
+
+def test_nc_against_d_figure(summary):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from ncmse import plotting
+
+    fig, axes = plotting.subplots(1, 2)
+    plotting.nc_against_d(axes, summary.nc_against_d(), (MSE, CE, A), (4, 9, 16), K=K)
+    assert axes[0].get_yscale() == "log" and axes[1].get_ylabel() == "NC2 after the last epoch"
+    assert len(axes[0].lines) >= 3 and any(line.get_label() == "projected ETF (floor)" for line in axes[1].lines)
