@@ -73,3 +73,26 @@ def test_every_cited_document_is_in_the_repository():
             if not any(c.exists() for c in candidates):
                 missing.append(f"{p.relative_to(REPO)} cites {cited}")
     assert not missing, missing
+
+
+# The layers of the page Architecture: a module imports from its own layer or the ones before it only.
+LAYERS = {
+    "theory": ("etf", "ufm", "minimizers", "saddles", "optim", "feature_landscape", "losses", "metrics", "checks"),
+    "training": ("config", "hardware", "data", "loader", "models", "train", "files", "fingerprint", "machine",
+                 "threads"),
+    "runs": ("variants", "experiments", "executors", "study", "stats", "summary", "mean_geometry", "archive",
+             "results", "costs", "profiles", "plotting"),
+    "site": ("runner", "sitecheck", "__main__"),
+}
+
+
+def test_every_module_has_a_layer_and_imports_only_upwards():
+    order = {f"ncmse.{m}": i for i, (_, mods) in enumerate(LAYERS.items()) for m in mods}
+    graph = _graph()
+    graph.pop("ncmse")                                   # the package's public face re-exports
+    assert set(graph) == set(order), f"modules without a layer: {sorted(set(graph) ^ set(order))}"
+    wrong = [(m, n) for m, deps in graph.items() for n in deps if order[n] > order[m]]
+    assert not wrong, f"imports from a later layer: {wrong}"
+    text = (REPO / "book" / "architecture.md").read_text()
+    for mods in LAYERS.values():                         # the page lists the same layers
+        assert all(f"`{m}`" in text for m in mods)
