@@ -315,7 +315,8 @@ def test_a_resumed_run_keeps_its_layout(tmp_path, monkeypatch):
 
 
 def test_progress_sentence_counts_a_study_and_flags_other_code(tmp_path):
-    assert "No run of the `long` profile is in the archive yet" in archive.progress_sentence("cifar10", "long", tmp_path)
+    empty = archive.progress_sentence("cifar10", "long", tmp_path)
+    assert "No run of the `long` profile is in the archive yet" in empty
     base = profile_config("long", "cifar10", device="cpu")
     r = {**_result(MSE, 4, 0, 0.5), "config": base.replace(d=4).to_dict(),
          "validity": {"code": "0" * 16, "data": "d"}}
@@ -325,3 +326,45 @@ def test_progress_sentence_counts_a_study_and_flags_other_code(tmp_path):
     total = study.plan("long", "cifar10").trainings
     assert f"**1 of the {total} runs**" in text and "GPU X, AVX2, emulated bf16" in text and "1.0 hours" in text
     assert "1 of them were trained by other training code" in text and "--profile long --export" in text
+
+
+def _fake_long_result(c: RunConfig) -> dict:
+    """A complete result of ``c`` in the shape of ncmse.train.train's, with made-up numbers that depend
+    on the loss and d (MSE behind below K − 1): the long study's archive for a page test."""
+    v, d, seed = Variant.of(c), c.d, c.seed
+    acc = 0.6 - (0.2 if v == MSE and d < 9 else 0.05 if v != CE and d < 9 else 0.0) + 0.01 * seed
+    r = _result(v, d, seed, acc)
+    hist = [{"epoch": e, "train_loss": 1.0 / e, "lr": 0.1, "train_accuracy": 1.0, "test_accuracy": acc,
+             "NC1": 1.0 / e, "NC2": 0.5 / e} for e in (*c.nc_epochs, c.epochs)]
+    r["train"].update({"accuracy": 1.0 if d >= 9 else 0.8, "NC1": 0.1, "NC2": 0.2})
+    prov = {**r["provenance"], "capability": "AVX512 + AMX, native bf16", "machine": "Fake CPU, 2 cores"}
+    return {**r, "config": c.to_dict(), "history": hist, "provenance": prov, "cached": False,
+            "evaluated_on": "holdout" if c.holdout_per_class else "test", "validity": {"code": "c", "data": "d"}}
+
+
+@pytest.mark.slow
+@needs_cifar
+@needs_fashion
+def test_the_page_shows_a_complete_long_archive(tmp_path, monkeypatch):
+    """With every run of the long profile in the archive, the CIFAR-10 page shows the evidence: the
+    archive read through the study machinery, its verdict, the terminal phase and NC against d."""
+    from ncmse import runner
+
+    seen = {}
+
+    def fake_sweep(configs, **kw):
+        out = [_fake_long_result(c.resolved("cpu")) for c in configs]
+        seen.update({RunConfig.from_dict(r["config"]).key(): r for r in out})
+        return out
+
+    monkeypatch.setattr(study, "sweep", fake_sweep)
+    study.run_study("long", study="cifar10", progress=False, device="cpu")
+    archive.export(seen.values(), "cifar10", tmp_path)
+    assert len(seen) == study.plan("long", "cifar10").trainings
+    out = tmp_path / "cifar10.ipynb"
+    res = runner.execute_chapter(runner.source_of("book/cifar10"), out, profile="smoke", timeout=900,
+                                 env={"NCMSE_ARCHIVE": str(tmp_path)})
+    assert res.ok, res.error
+    text = out.read_text()
+    assert "Fake CPU, 2 cores" in text and "By the clear-gap rule" in text and "projected simplex ETF" in text
+    assert f"**{len(seen)} of the {len(seen)} runs**" in text and "recovers" in text
