@@ -50,50 +50,49 @@ def _same_numbers(a: dict, b: dict) -> bool:
 
 # ----------------------------------------------------------------------------------- code fingerprint
 
-def test_fingerprint_follows_code_not_docstrings(tmp_path, monkeypatch):
+@pytest.fixture
+def package_copy(tmp_path, monkeypatch):
+    """A copy of the package that the fingerprint reads instead of the real one (edit it freely)."""
     pkg = tmp_path / "ncmse"
     shutil.copytree(fingerprint.PACKAGE, pkg, ignore=shutil.ignore_patterns("__pycache__"))
     monkeypatch.setattr(fingerprint, "PACKAGE", pkg)
     fingerprint.code_fingerprint.cache_clear()
-    try:
-        names = fingerprint.training_modules()
-        assert {"ncmse.train", "ncmse.data", "ncmse.losses", "ncmse.models", "ncmse.metrics"} <= set(names)
-        assert "ncmse.study" not in names and "ncmse.ufm" not in names      # analysis, not training
-        before = fingerprint.code_fingerprint()
-        losses = pkg / "losses.py"
-        text = losses.read_text()
-        losses.write_text(text.replace('"""', '"""Edited docs. ', 1) + "\n# a comment\n")
-        fingerprint.code_fingerprint.cache_clear()
-        assert fingerprint.code_fingerprint() == before                      # documentation only
-        changed = text.replace("F.one_hot(labels, logits.shape[-1])", "(F.one_hot(labels, logits.shape[-1]) * 1)")
-        assert changed != text
-        losses.write_text(changed)
-        fingerprint.code_fingerprint.cache_clear()
-        assert fingerprint.code_fingerprint() != before                      # what runs changed
-    finally:
-        fingerprint.code_fingerprint.cache_clear()
+    yield pkg
+    fingerprint.code_fingerprint.cache_clear()
 
 
-def test_sizes_are_outside_the_fingerprint(tmp_path, monkeypatch):
+def _refingerprint() -> str:
+    fingerprint.code_fingerprint.cache_clear()
+    return fingerprint.code_fingerprint()
+
+
+def test_fingerprint_follows_code_not_docstrings(package_copy):
+    names = fingerprint.training_modules()
+    assert {"ncmse.train", "ncmse.data", "ncmse.losses", "ncmse.models", "ncmse.metrics"} <= set(names)
+    assert "ncmse.study" not in names and "ncmse.ufm" not in names      # analysis, not training
+    before = fingerprint.code_fingerprint()
+    losses = package_copy / "losses.py"
+    text = losses.read_text()
+    losses.write_text(text.replace('"""', '"""Edited docs. ', 1) + "\n# a comment\n")
+    assert _refingerprint() == before                                    # documentation only
+    changed = text.replace("F.one_hot(labels, logits.shape[-1])", "(F.one_hot(labels, logits.shape[-1]) * 1)")
+    assert changed != text
+    losses.write_text(changed)
+    assert _refingerprint() != before                                    # what runs changed
+
+
+def test_sizes_are_outside_the_fingerprint(package_copy):
     """Resizing a chapter or a study (ncmse.profiles) never marks a cached run stale: no module that
     training imports imports the sizes, and editing one leaves the fingerprint as it was."""
-    pkg = tmp_path / "ncmse"
-    shutil.copytree(fingerprint.PACKAGE, pkg, ignore=shutil.ignore_patterns("__pycache__"))
-    monkeypatch.setattr(fingerprint, "PACKAGE", pkg)
-    fingerprint.code_fingerprint.cache_clear()
-    try:
-        names = fingerprint.training_modules()
-        assert "ncmse.profiles" not in names and "ncmse.config" in names and "ncmse.hardware" in names
-        before = fingerprint.code_fingerprint()
-        sizes = pkg / "profiles.py"
-        text = sizes.read_text()
-        edited = text.replace('"cpu": dict(seeds=(0, 1), lrs=(0.01', '"cpu": dict(seeds=(0, 1, 2, 3), lrs=(0.01', 1)
-        assert edited != text
-        sizes.write_text(edited)
-        fingerprint.code_fingerprint.cache_clear()
-        assert fingerprint.code_fingerprint() == before
-    finally:
-        fingerprint.code_fingerprint.cache_clear()
+    names = fingerprint.training_modules()
+    assert "ncmse.profiles" not in names and "ncmse.config" in names and "ncmse.hardware" in names
+    before = fingerprint.code_fingerprint()
+    sizes = package_copy / "profiles.py"
+    text = sizes.read_text()
+    edited = text.replace('"cpu": dict(seeds=(0, 1), lrs=(0.01', '"cpu": dict(seeds=(0, 1, 2, 3), lrs=(0.01', 1)
+    assert edited != text
+    sizes.write_text(edited)
+    assert _refingerprint() == before
 
 
 @needs_data
