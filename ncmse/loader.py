@@ -131,7 +131,7 @@ def _epoch_seed(seed: int, epoch: int) -> int:
 
 
 class TensorLoader:
-    """Mini-batches ``(x, y)`` of a :class:`Tensors` held on ``device``: x (B, C, H, W) float, normalized,
+    """Mini-batches ``(x, y)`` of a :class:`ncmse.data.Tensors` held on ``device``: x (B, C, H, W) float, normalized,
     y (B,) int64.
 
     * shuffle: a fresh permutation each epoch from a generator seeded by (``seed``, epoch); without it

@@ -13,7 +13,7 @@ import seaborn as sns
 from matplotlib.patches import Patch
 
 __all__ = ["use_style", "PALETTE", "FIGSIZE", "gram_heatmap", "subplots", "figure", "markdown_table", "draw_frame",
-           "accuracy_against_d", "nc_against_d", "per_class_accuracy", "cost_figure"]
+           "accuracy_against_d", "nc_against_d", "per_class_accuracy", "cost_figure", "architecture_figure"]
 
 PALETTE = sns.color_palette("colorblind")
 FIGSIZE = (6.4, 3.6)
@@ -218,4 +218,59 @@ def cost_figure(rows: list[dict]):
         ax.invert_yaxis()                                 # the table's order, top to bottom
     fig.legend(handles=[Patch(color=PALETTE[1], label="extrapolated"), Patch(color=PALETTE[2], label="measured")],
                loc="outside lower center", ncols=2)
+    return fig
+
+
+def architecture_figure(data_flow, layers: dict, *, per_line: int = 3):
+    """The page "Architecture"'s data flow as a figure drawn from the package's own description of
+    itself (``ncmse.layers``): one box per stage of ``data_flow`` ((stage, what happens, modules)),
+    top to bottom with arrows, each module's name coloured by its layer in ``layers`` (layer → modules),
+    at most ``per_line`` names a line, with the layers as a legend.  Text is placed by its measured
+    extent, so names never overlap.  Returns the figure."""
+    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
+    colour = {m: PALETTE[i] for i, mods in enumerate(layers.values()) for m in mods}
+    line, gap = 0.42, 0.35                               # height of a text line, space between boxes
+    heights = [0.55 + line * (1 + -(-len(mods) // per_line)) for _, _, mods in data_flow]
+    total = sum(heights) + gap * (len(heights) - 1)
+    inch = 0.55                                          # inches per unit, both ways
+    _scale_text(8.0)
+    height = (total + 0.2) * inch + 0.5                  # the boxes, and 0.5 in for the legend below
+    fig = plt.figure(figsize=(14 * inch, height))
+    ax = fig.add_axes((0.0, 0.5 / height, 1.0, (total + 0.2) * inch / height))
+    ax.set(xlim=(0, 14), ylim=(-0.1, total + 0.1), xticks=[], yticks=[])
+    ax.grid(False)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    renderer = fig.canvas.get_renderer()
+    to_data = ax.transData.inverted()
+
+    def right(t) -> float:
+        return to_data.transform((t.get_window_extent(renderer).x1, 0))[0]
+
+    tops = [total - sum(heights[:k]) - gap * k for k in range(len(heights))]
+    labels = [ax.text(0.25, top - 0.45, stage, fontweight="bold", va="center")
+              for top, (stage, _, _) in zip(tops, data_flow, strict=True)]
+    x0 = max(right(t) for t in labels) + 0.4
+    ends = []
+    for top, (_, what, modules) in zip(tops, data_flow, strict=True):
+        ends.append(right(ax.text(x0, top - 0.45, what, va="center", fontsize="small")))
+        for row in range(0, len(modules), per_line):
+            x, y = x0, top - 0.45 - line * (1 + row // per_line)
+            for m in modules[row:row + per_line]:      # each where the last one's text ends
+                x = right(ax.text(x, y, f"ncmse.{m}", va="center", family="monospace", fontsize="small",
+                                  color=colour.get(m, "0.2"))) + 0.3
+            ends.append(x)
+    width = max(ends) + 0.4
+    # the figure as wide as its text, at the same inches per unit, so that every measured position holds
+    fig.set_size_inches((width + 0.1) * inch, fig.get_size_inches()[1])
+    ax.set_xlim(0, width + 0.1)
+    for k, (top, h) in enumerate(zip(tops, heights, strict=True)):
+        ax.add_patch(FancyBboxPatch((0.05, top - h), width - 0.05, h, boxstyle="round,pad=0.02,rounding_size=0.12",
+                                    facecolor="0.97", edgecolor="0.6", zorder=0))
+        if k < len(tops) - 1:
+            ax.add_patch(FancyArrowPatch((1.0, top - h), (1.0, tops[k + 1]), arrowstyle="-|>", mutation_scale=14,
+                                         color="0.4"))
+    fig.legend(handles=[Patch(color=PALETTE[i], label=f"{name} layer") for i, name in enumerate(layers)],
+               loc="lower center", ncols=len(layers), fontsize="small")
     return fig

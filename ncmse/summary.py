@@ -40,8 +40,8 @@ class RescaledSummary:
     accuracy; the rescaled variant of the d-sweep (``picked``, chosen on held-out data) and the best of
     the sweep on the test set (``best``; ties → the earlier), each with its accuracy and the percentage
     of CE's lead over MSE it wins back (NaN when CE does not lead); ``picked_improvement``: "a clear" or
-    "no clear" improvement over MSE (the rule of :func:`compare`); ``recovery``: label → the words of
-    :func:`recovery` for every rescaled variant; ``verdict`` those of ``picked``; ``recovering`` /
+    "no clear" improvement over MSE (the rule of :func:`ncmse.stats.compare`); ``recovery``: label → the words of
+    :func:`ncmse.stats.recovery` for every rescaled variant; ``verdict`` those of ``picked``; ``recovering`` /
     ``m_recovering``: the labels (comma-separated, "none" if none) of the rescalings (of those at α = 1)
     that at least partly recover."""
 
@@ -112,7 +112,7 @@ class RunTotals:
 @dataclass(frozen=True, eq=False)
 class StudySummary:
     """What the chapter "Deep networks" says about a :class:`ncmse.study.StudyResults`: its tables (Markdown), its
-    numbers and its sentences.  Seed means come from :func:`pool_seeds`; ``sweep``, ``rescaled_rows`` and
+    numbers and its sentences.  Seed means come from :func:`ncmse.stats.pool_seeds`; ``sweep``, ``rescaled_rows`` and
     ``linear_rows`` map (variant, d) to a pooled row."""
 
     results: object          # an ncmse.study.StudyResults (not imported: the study imports this module)
@@ -209,7 +209,7 @@ class StudySummary:
 
     @cached_property
     def comparison(self) -> list:
-        """:func:`compare` of MSE against CE over the d-sweep (test accuracy)."""
+        """:func:`ncmse.stats.compare` of MSE against CE over the d-sweep (test accuracy)."""
         return compare(list(self.sweep.values()), MSE, CE, K=self.results.K)
 
     @cached_property
@@ -282,7 +282,7 @@ class StudySummary:
         return [r for r in self.results.runs if Variant.of(r["config"]) == variant and r["config"]["d"] == d]
 
     def nc_band(self, variant: Variant, d: int, key: str) -> tuple:
-        """:func:`history_band` of ``key`` over the seeds of ``variant`` at ``d``."""
+        """:func:`ncmse.stats.history_band` of ``key`` over the seeds of ``variant`` at ``d``."""
         return history_band(self.seed_runs(variant, d), key)
 
     def nc(self) -> NCSummary:

@@ -22,6 +22,7 @@ class Variant:
 
     @property
     def label(self) -> str:
+        """"MSE", "CE" or "RMSE α=…, M=…": the one name of this loss in every table, figure and line."""
         if self.loss == "rmse":
             return f"RMSE α={self.alpha:g}, M={self.M:g}"
         return {"mse": "MSE", "ce": "CE"}[self.loss]
@@ -32,6 +33,7 @@ class Variant:
 
     @classmethod
     def of(cls, config: RunConfig | dict) -> Variant:
+        """The variant a configuration (or its dict) trains with."""
         c = config.to_dict() if isinstance(config, RunConfig) else config
         return cls(c["loss"], float(c["alpha"]), float(c["M"]))
 

@@ -5,7 +5,7 @@ import ast
 import re
 from pathlib import Path
 
-from ncmse import fingerprint
+from ncmse import fingerprint, layers
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "ncmse"
@@ -75,24 +75,17 @@ def test_every_cited_document_is_in_the_repository():
     assert not missing, missing
 
 
-# The layers of the page Architecture: a module imports from its own layer or the ones before it only.
-LAYERS = {
-    "theory": ("etf", "ufm", "minimizers", "saddles", "optim", "feature_landscape", "losses", "metrics", "checks"),
-    "training": ("config", "hardware", "data", "loader", "models", "train", "files", "fingerprint", "machine",
-                 "threads"),
-    "runs": ("variants", "experiments", "executors", "study", "stats", "summary", "mean_geometry", "archive",
-             "results", "costs", "profiles", "plotting"),
-    "site": ("runner", "sitecheck", "__main__"),
-}
-
-
 def test_every_module_has_a_layer_and_imports_only_upwards():
-    order = {f"ncmse.{m}": i for i, (_, mods) in enumerate(LAYERS.items()) for m in mods}
+    order = {f"ncmse.{m}": i for i, mods in enumerate(layers.LAYERS.values()) for m in mods}
     graph = _graph()
     graph.pop("ncmse")                                   # the package's public face re-exports
     assert set(graph) == set(order), f"modules without a layer: {sorted(set(graph) ^ set(order))}"
     wrong = [(m, n) for m, deps in graph.items() for n in deps if order[n] > order[m]]
     assert not wrong, f"imports from a later layer: {wrong}"
-    text = (REPO / "book" / "architecture.md").read_text()
-    for mods in LAYERS.values():                         # the page lists the same layers
-        assert all(f"`{m}`" in text for m in mods)
+
+
+def test_the_data_flow_names_modules_that_exist():
+    modules = {m for mods in layers.LAYERS.values() for m in mods}
+    assert set(layers.ROLES) == set(layers.LAYERS)
+    named = [m for _, _, mods in layers.DATA_FLOW for m in mods]
+    assert set(named) <= modules, f"the data flow names modules that do not exist: {set(named) - modules}"

@@ -45,3 +45,16 @@ def test_cost_figure_draws_one_bar_per_timed_row_with_its_own_label():
     assert [t.get_text() for t in ax_time.get_yticklabels()] == ["deep, cpu: 2 workers"] * 2
     assert ax_time.patches[0].get_facecolor() != ax_time.patches[1].get_facecolor()
     plt.close(fig)
+
+
+def test_architecture_figure_draws_every_stage_and_module():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from ncmse import layers, plotting
+
+    fig = plotting.architecture_figure(layers.DATA_FLOW, layers.LAYERS)
+    texts = {t.get_text() for t in fig.axes[0].texts}
+    assert {stage for stage, _, _ in layers.DATA_FLOW} <= texts
+    assert {f"ncmse.{m}" for _, _, mods in layers.DATA_FLOW for m in mods} <= texts
+    assert len(fig.legends[0].get_texts()) == len(layers.LAYERS)
