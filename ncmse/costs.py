@@ -195,6 +195,24 @@ class ChapterBenchmark:
                      "The ways did not train the same accuracies.")
         return " ".join(parts)
 
+    def currency(self, runs_now: int) -> str:
+        """One sentence where the report no longer describes this build: a study of another size than
+        today's ``runs_now`` (``ncmse.study.plan("cpu").trainings``), or another machine than this one
+        (by name and capability); empty where it does."""
+        from .hardware import capability
+        from .machine import device_description
+
+        parts = []
+        m = self.mode("local") or (self.modes[0] if self.modes else None)
+        if m is not None and m.runs != runs_now:
+            parts.append(f"The report is of a study of {m.runs} runs; today's has {runs_now}, so its times are "
+                         "not this chapter's.")
+        here = f"{device_description()}, {capability()}"
+        if not self.machine.startswith(device_description()):
+            parts.append(f"It was made on {self.machine}; this build runs on {here}, so its times are a fact about "
+                         "that machine only (the status page has this build's own).")
+        return " ".join(parts)
+
     def table(self) -> str:
         """Markdown: one row per mode (minutes, of which tuning, runs, the runs' summed seconds)."""
         from .plotting import markdown_table

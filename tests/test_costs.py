@@ -66,6 +66,12 @@ def test_chapter_benchmark_rows_are_measured_and_ratios_follow_the_report(tmp_pa
     assert not bench.same_numbers and "did not train the same" in bench.sentence()
     assert "1.50× the quiet time (within the 2.5×" in bench.sentence() and "2.00× the workers'" in bench.sentence()
     assert "2.00" in bench.table() and "6.0" in bench.table()
+    stale = bench.currency(136)                    # another study size, another machine: said, in one place
+    assert "study of 196 runs; today's has 136" in stale and "made on CPU Y, 2 cores" in stale
+    from ncmse.machine import device_description
+
+    here = costs.ChapterBenchmark(bench.modes, device_description())
+    assert here.currency(196) == ""
     measured = [r for r in costs.cost_rows(tmp_path) if r["measured"]]
     assert [(r["study"], r["profile"]) for r in measured] == [("deep", "cpu")] * 3
     assert measured[0]["hours"] == pytest.approx(0.1) and "beside a busy process" in measured[1]["device"]
