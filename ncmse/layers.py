@@ -17,7 +17,7 @@ LAYERS = {
                  "threads"),
     "runs": ("variants", "experiments", "executors", "study", "stats", "summary", "mean_geometry", "archive",
              "results", "costs", "profiles", "plotting"),
-    "site": ("runner", "sitecheck", "layers", "__main__"),
+    "site": ("runner", "sitecheck", "layers", "pages", "__main__"),
 }
 
 #: layer → what its modules do
