@@ -13,7 +13,8 @@ import seaborn as sns
 from matplotlib.patches import Patch
 
 __all__ = ["use_style", "PALETTE", "FIGSIZE", "gram_heatmap", "subplots", "figure", "markdown_table", "draw_frame",
-           "accuracy_against_d", "nc_against_d", "per_class_accuracy", "cost_figure", "architecture_figure"]
+           "accuracy_against_d", "accuracy_figure", "nc_against_d", "per_class_accuracy", "cost_figure",
+           "architecture_figure"]
 
 PALETTE = sns.color_palette("colorblind")
 FIGSIZE = (6.4, 3.6)
@@ -149,6 +150,23 @@ def accuracy_against_d(ax, sweep: dict, variants, grid, *, metric: str = "test",
     ax.set(xscale="log", xlabel="feature dimension d", ylabel=f"{metric} accuracy")
     ax.set_xticks(grid, [str(d) for d in grid])
     ax.minorticks_off()
+
+
+def accuracy_figure(summary, variants=None):
+    """Test (left) and training (right) accuracy against d of a study's d-sweep, one line per loss
+    (default MSE, CE and the study's rescaled MSE), legend bottom right, the summary's title above:
+    the figure of the chapters "Deep networks" and "CIFAR-10" (``summary``: an
+    ``ncmse.summary.StudySummary``).  Returns (fig, axes) for a chapter to add to."""
+    from .variants import CE, MSE
+
+    R = summary.results
+    variants = variants or (MSE, CE, R.rmse)
+    fig, axes = subplots(1, 2, width=11, height=3.8)
+    for ax, metric in zip(axes, ("test", "train"), strict=True):
+        accuracy_against_d(ax, summary.sweep, variants, R.grid, metric=metric, K=R.K)
+    axes[0].legend(loc="lower right")
+    fig.suptitle(summary.title)
+    return fig, axes
 
 
 def nc_against_d(axes, rows: list[dict], variants, grid, *, K: int = 10) -> None:

@@ -339,3 +339,14 @@ def test_nc_against_d_figure(summary):
     plotting.nc_against_d(axes, summary.nc_against_d(), (MSE, CE, A), (4, 9, 16), K=K)
     assert axes[0].get_yscale() == "log" and axes[1].get_ylabel() == "NC2 after the last epoch"
     assert len(axes[0].lines) >= 3 and any(line.get_label() == "projected ETF (floor)" for line in axes[1].lines)
+
+
+def test_accuracy_figure(summary):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from ncmse import plotting
+
+    fig, axes = plotting.accuracy_figure(summary)
+    assert [ax.get_ylabel() for ax in axes] == ["test accuracy", "train accuracy"]
+    assert len(axes[0].containers) == 3 and fig._suptitle.get_text() == summary.title     # MSE, CE, rescaled
