@@ -59,7 +59,7 @@ import json, sys, time
 sys.path.insert(0, {repo!r})
 import ncmse.study as study
 from ncmse.executors import Local, Sequential
-from ncmse.experiments import ResultsCache
+from ncmse.cache import ResultsCache
 executor = Local(workers=2, threads=1) if {local!r} else Sequential()
 stages = []
 real_sweep = study.sweep

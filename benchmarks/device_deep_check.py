@@ -28,7 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _report import use_test_split_only, write_report  # noqa: E402
 
-from ncmse import experiments, profiles, stats, study, variants  # noqa: E402
+from ncmse import profiles, stats, study, variants  # noqa: E402
+from ncmse.cache import ResultsCache  # noqa: E402
 from ncmse.mean_geometry import class_mean_geometries  # noqa: E402
 
 
@@ -46,7 +47,7 @@ def main() -> int:
     small = {"seeds": S["seeds"][:1], "rescaled_ds": S["rescaled_ds"][:1], "alphas": (1, 5), "Ms": (1, 5)}
     report = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__, "runs": []}
     with tempfile.TemporaryDirectory() as tmp:
-        cache = experiments.ResultsCache(Path(tmp) / "results")
+        cache = ResultsCache(Path(tmp) / "results")
         kw = dict(cache=cache, device="cuda", progress=False, grid=S["nc_ds"], overrides=small, epochs=args.epochs,
                   n_per_class=args.n_per_class, test_per_class=100, nc_epochs=(1,))
         t0 = time.perf_counter()

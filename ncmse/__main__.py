@@ -10,8 +10,12 @@ import math
 import os
 import signal
 import sys
+from typing import TYPE_CHECKING
 
 from .profiles import DEFAULT_PROFILE, GPU_PROFILE, PRECISIONS, PROFILES, STUDIES, STUDY_PROFILES
+
+if TYPE_CHECKING:
+    from .config import RunConfig
 
 INTERRUPTED = ("[ncmse] interrupted{how}: finished runs are cached under data/results; the run in progress "
                "resumes from its checkpoint in data/checkpoints when the same command runs again")
@@ -24,7 +28,7 @@ CACHE_HELP = ("folder of the results cache, shared by every process and job that
 def _cache(args):
     from pathlib import Path
 
-    from .experiments import ResultsCache
+    from .cache import ResultsCache
 
     return ResultsCache(Path(args.cache).expanduser() / "results") if args.cache else ResultsCache()
 
@@ -275,7 +279,6 @@ def _results(args) -> int:
 
 def _train_or_sweep(args) -> int:
     from .executors import sweep
-    from .experiments import SUMMARY_COLUMNS, summary_rows, sweep_configs
     from .plotting import markdown_table
     from .profiles import profile_config
 
@@ -306,6 +309,55 @@ def _train_or_sweep(args) -> int:
         print(f"[ncmse] {diverged} of {len(results)} run(s) diverged (the loss stopped being finite): "
               "try a smaller --lr")
     return 0
+
+
+
+
+
+# ------------------------------------------------------------------ helpers of the sweep command
+
+def sweep_configs(base: RunConfig, *, ds=(), losses=(), seeds=(), alpha: float | None = None,
+                  M: float | None = None, extra: dict | None = None) -> list[RunConfig]:
+    """The product d × loss × seed around ``base`` (empty axes keep the base value).  ``alpha`` and ``M``
+    set the rescaling of the ``rmse`` runs (the others are plain MSE or CE, α = M = 1); giving them
+    without an ``rmse`` run is an error."""
+    losses = tuple(losses) or (base.loss,)
+    if (alpha is not None or M is not None) and "rmse" not in losses:
+        raise ValueError("alpha and M apply to loss 'rmse' only; add rmse to the losses")
+    out = []
+    for d in ds or (base.d,):
+        for loss in losses:
+            if loss == "rmse":
+                scale = {"alpha": base.alpha if alpha is None else alpha, "M": base.M if M is None else M}
+            else:
+                scale = {"alpha": 1.0, "M": 1.0}
+            for seed in seeds or (base.seed,):
+                out.append(base.replace(d=d, loss=loss, seed=seed, **scale, **(extra or {})))
+    return out
+
+
+#: the columns of :func:`summary_rows`
+SUMMARY_COLUMNS = ("dataset", "model", "d", "loss", "seed", "train acc", "test acc", "NC1", "live units",
+                   "seconds", "cached")
+
+
+def summary_rows(results: list[dict]) -> list[tuple]:
+    """One row per result for a table (:data:`SUMMARY_COLUMNS`); a diverged run reads "diverged" in its
+    accuracy columns."""
+    from .variants import loss_label
+
+    rows = []
+    for r in results:
+        c = r["config"]
+        loss = loss_label(c)
+        if r.get("diverged"):
+            metrics = ("diverged", "diverged", "—", "—")
+        else:
+            metrics = (f"{r['train']['accuracy']:.4f}", f"{r['test']['accuracy']:.4f}", f"{r['train']['NC1']:.3g}",
+                       r["train"]["live_units"])
+        rows.append((c["dataset"], c["model"], c["d"], loss, c["seed"], *metrics,
+                     f"{r['provenance']['wall_seconds']:.1f}", r.get("cached", False)))
+    return rows
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Results trained elsewhere (on a GPU, on a cluster) and committed to the repository, so that every
 build of the book can show them (chapter "CIFAR-10").
 
-The results cache (``data/results``, ``ncmse.experiments``) is a private working store: ignored by
+The results cache (``data/results``, ``ncmse.cache``) is a private working store: ignored by
 git, keyed by hashes and valid only for the code that wrote it.  An *archive* is its opposite: a
 tracked folder, by default ``data/trained/<study>/``, holding one JSON file per run, named by the
 run's key, each a complete result of ``ncmse.train.train`` whose provenance says where, when and by
@@ -27,8 +27,8 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from .cache import ROOT
 from .config import RunConfig
-from .experiments import ROOT
 from .files import atomic_write_text
 from .profiles import check_study
 
@@ -92,7 +92,7 @@ def exporter(study: str, cache, root: Path | str | None = None):
 
 
 def restore(study: str, cache, *, data_root=None, root: Path | str | None = None) -> int:
-    """Copy into ``cache`` (a ``ncmse.experiments.ResultsCache``) every archived run of ``study`` that
+    """Copy into ``cache`` (a ``ncmse.cache.ResultsCache``) every archived run of ``study`` that
     is valid for this code and data (``ncmse.fingerprint.validity``) and missing there; returns how
     many.  A study run afterwards then trains only what the archive lacks, wherever the archived runs
     were trained."""
@@ -212,13 +212,13 @@ def geometry_table(results: list[dict], d: int) -> str:
 
 
 class _ArchiveCache:
-    """The archive folder of one study seen as a read-only results cache (``ncmse.experiments.ResultsCache``'s
+    """The archive folder of one study seen as a read-only results cache (``ncmse.cache.ResultsCache``'s
     interface as ``ncmse.executors.sweep`` uses it): every archived run is served whatever code trained
     it (an archive is a record, not a cache; :func:`stale_runs` says which runs today's code would
     not reproduce)."""
 
     def __init__(self, root: Path):
-        from .experiments import ResultsCache
+        from .cache import ResultsCache
 
         self._files = ResultsCache(root)
         self.root = root

@@ -2,8 +2,8 @@
 
 Everything that changes a result is a field of :class:`RunConfig`, validated on construction (one-line
 ``ValueError``s; numpy scalars are accepted and stored as Python numbers), and its :meth:`RunConfig.key`
-names the result in the cache (``ncmse.experiments``).  Training (``ncmse.train``) and the sweeps
-(``ncmse.experiments``) both import this module; it imports neither.  This module is part of the
+names the result in the cache (``ncmse.cache``).  Training (``ncmse.train``) and the sweeps
+(``ncmse.cache``) both import this module; it imports neither.  This module is part of the
 training code's fingerprint (``ncmse.fingerprint``); how big each study is — its base run, grids,
 seeds — is not, and lives in ``ncmse.profiles``, so that resizing a chapter never marks a cached run
 stale.

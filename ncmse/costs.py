@@ -20,6 +20,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from .cache import ROOT
 from .profiles import STUDIES, profile_config, study_profiles
 from .study import plan
 
@@ -27,7 +28,7 @@ __all__ = ["paper_gpu_hours", "Rate", "rates", "cost_rows", "cost_table", "preci
            "precision_summary", "StepsHere", "steps_here", "training_steps", "ChapterMode", "ChapterBenchmark",
            "chapter_benchmark", "StepBreakdown", "step_breakdown", "device_name"]
 
-RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
+RESULTS = ROOT / "benchmarks" / "results"
 
 
 def paper_gpu_hours(results: Path = RESULTS) -> float | None:

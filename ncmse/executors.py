@@ -9,7 +9,7 @@
   own per-epoch checkpoint.
 
 The driver is the same for all: it deduplicates the configurations by cache key, looks each up in the
-results cache (``ncmse.experiments.ResultsCache``) and hands only the missing ones to the back end,
+results cache (``ncmse.cache.ResultsCache``) and hands only the missing ones to the back end,
 having loaded (and, for the CIFAR-10 JPEG copy, decoded) their data once beforehand; it shows one
 progress bar over the runs and reads every result back from the cache, which the back ends fill
 under its per-key locks — so back ends may share one cache, and a second call trains nothing.
@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import threads as thread_budget
+from .cache import ResultsCache, run
 from .config import RunConfig
-from .experiments import ResultsCache, run
 from .fingerprint import validity
 
 __all__ = ["Executor", "Sequential", "Local", "Submitit", "sweep", "from_environment", "EXECUTORS", "train_job",
@@ -41,7 +41,7 @@ EXECUTORS = ("sequential", "local", "slurm", "submitit-local", "submitit-debug")
 
 def train_job(config: dict, cache_root: str, device=None, data_root=None, threads: int | None = None) -> dict:
     """One run in a worker process or a cluster job: set the thread budget, then
-    :func:`ncmse.experiments.run` (cached, locked, resumed from its checkpoint).  Returns a short
+    :func:`ncmse.cache.run` (cached, locked, resumed from its checkpoint).  Returns a short
     summary: key, whether it was already cached, diverged, wall seconds."""
     thread_budget.use_budget(threads)
     cfg = RunConfig.from_dict(config)

@@ -12,7 +12,7 @@ the same configuration trained by other code, or on another copy of the data, is
   python batches and the JPEG copy are different data).
 
 Torch version, device, thread count and git revision are provenance, recorded with every result
-(``ncmse.train.provenance``) and listed by :func:`ncmse.experiments.ResultsCache.audit`, but they do
+(``ncmse.train.provenance``) and listed by :func:`ncmse.cache.ResultsCache.audit`, but they do
 not invalidate a result: runs on other machines differ from ours only in rounding.
 """
 

@@ -15,7 +15,7 @@ LAYERS = {
     "theory": ("etf", "ufm", "minimizers", "saddles", "optim", "feature_landscape", "losses", "metrics", "checks"),
     "training": ("config", "hardware", "data", "loader", "models", "train", "files", "fingerprint", "machine",
                  "threads"),
-    "runs": ("variants", "experiments", "executors", "study", "stats", "summary", "mean_geometry", "archive",
+    "runs": ("variants", "cache", "executors", "study", "stats", "summary", "mean_geometry", "archive",
              "results", "costs", "profiles", "plotting"),
     "site": ("runner", "sitecheck", "layers", "pages", "__main__"),
 }
@@ -37,7 +37,7 @@ DATA_FLOW = (
     ("training", "data → model → loss; NC during training; a checkpoint every epoch",
      ("train", "data", "loader", "models", "losses", "metrics")),
     ("results cache", "one JSON per configuration, valid for the code and data that made it",
-     ("experiments", "fingerprint", "files")),
+     ("cache", "fingerprint", "files")),
     ("archive", "runs trained once (a GPU, the long study), committed and shown as a record", ("archive",)),
     ("analysis", "tuning, seed pooling, the clear-gap rule, what a page says",
      ("study", "stats", "summary", "mean_geometry", "results")),

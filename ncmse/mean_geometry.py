@@ -27,7 +27,7 @@ __all__ = ["class_mean_geometry", "class_mean_geometries", "GeometrySummary", "g
 
 
 def class_mean_geometry(result: dict) -> dict:
-    """Trained geometry vs the UFM prediction for one result of ``ncmse.experiments.run``.
+    """Trained geometry vs the UFM prediction for one result of ``ncmse.cache.run``.
 
     Uses the training-set class means μ (K, d), global mean μ_G (d,), classifier W (K, d), b (K,) and
     the per-class accuracies.  Returns float64 tensors / floats:

@@ -1,6 +1,6 @@
 """Results as data: every deep-network run as one row of a tidy table, its NC curves one row per epoch.
 
-The results cache (:mod:`ncmse.experiments`) keeps one JSON document per configuration, named by a
+The results cache (:mod:`ncmse.cache`) keeps one JSON document per configuration, named by a
 hash; this module turns such documents — read from the cache, or the list a chapter has just trained
 (``study.run_study(...).runs``) — into :mod:`pandas` DataFrames with the documented columns
 :data:`RUN_COLUMNS` and :data:`HISTORY_COLUMNS`, so that a reader re-plots or extends the experiments
@@ -25,8 +25,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from .cache import ResultsCache
 from .config import RunConfig
-from .experiments import ResultsCache
 from .fingerprint import code_fingerprint
 from .metrics import METRIC_NAMES, SAMPLE_METRIC_NAMES
 from .profiles import STUDIES, STUDY_PROFILES, profile_config, study_profiles
@@ -147,7 +147,7 @@ def _typed(rows: list[dict], columns: dict) -> pd.DataFrame:
 
 
 def runs_table(results: list[dict], *, fingerprint: str | None = None) -> pd.DataFrame:
-    """One row per result dict (as :func:`ncmse.experiments.run` returns or the cache stores), with the
+    """One row per result dict (as :func:`ncmse.cache.run` returns or the cache stores), with the
     columns of :data:`RUN_COLUMNS` in that order.  ``fingerprint``: the code fingerprint that
     ``stale_code`` compares with (default: this checkout's)."""
     current = fingerprint or code_fingerprint()

@@ -38,13 +38,13 @@ from pathlib import Path
 import yaml
 
 from . import threads
+from .cache import ROOT
 from .machine import device_description
 from .profiles import DEFAULT_PROFILE, check_profile
 
 __all__ = ["ROOT", "toc_files", "is_notebook", "execute_chapter", "downloads_of", "never_executed", "build_book",
            "html_dir", "run", "ChapterResult"]
 
-ROOT = Path(__file__).resolve().parent.parent
 STATUS_MARKER = "<!-- status-table -->"
 PACKAGES = ("torch", "torchvision", "numpy", "matplotlib", "seaborn", "papermill", "jupytext",
             "jupyter-book", "myst-nb", "sphinx")
@@ -301,7 +301,7 @@ def _book_times(root: Path) -> str:
 def _cache_table(root: Path, limit: int = 40) -> str:
     """The results cache's entries whose code, data, torch, device or thread count differ from this
     environment (``ResultsCache.audit``): stale ones (other code or data) are retrained when next used."""
-    from .experiments import ResultsCache
+    from .cache import ResultsCache
 
     cache = ResultsCache(root / "data" / "results")
     total = len(cache.entries())

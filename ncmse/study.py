@@ -22,9 +22,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from .cache import ResultsCache
 from .config import RunConfig
 from .executors import Executor, sweep
-from .experiments import ResultsCache
 from .profiles import d_grid, profile_config, study_settings
 from .variants import CE, MSE, Variant, rescaled_variants
 

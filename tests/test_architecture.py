@@ -25,7 +25,7 @@ def _graph() -> dict[str, set[str]]:
 def test_import_graph_has_no_cycle():
     graph = _graph()
     assert "ncmse.train" in graph and "ncmse.config" in graph["ncmse.train"]
-    assert "ncmse.experiments" not in graph["ncmse.train"]
+    assert "ncmse.cache" not in graph["ncmse.train"]
     state: dict[str, int] = {}
     path: list[str] = []
 

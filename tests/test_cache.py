@@ -16,10 +16,11 @@ import numpy as np
 import pytest
 import torch
 
-from ncmse import experiments, fingerprint
+from ncmse import fingerprint
 from ncmse import train as train_mod
+from ncmse.__main__ import summary_rows, sweep_configs
+from ncmse.cache import ResultsCache, run
 from ncmse.config import RunConfig
-from ncmse.experiments import ResultsCache, run, sweep_configs
 from ncmse.files import atomic_write_text, quarantine
 from ncmse.profiles import profile_config
 
@@ -261,7 +262,7 @@ def test_divergence_is_recorded_cached_and_printed(tmp_path, capsys):
     assert result["train"] is None and result["test"] is None and result["W"] is None
     assert "diverged" in capsys.readouterr().err
     assert run(config, cache=cache, device="cpu", progress=False, data_root=DATA_ROOT)["cached"] is True
-    rows = experiments.summary_rows([result])
+    rows = summary_rows([result])
     assert rows[0][5] == "diverged" and rows[0][6] == "diverged"
 
 

@@ -12,8 +12,8 @@ import torch
 import ncmse.study as study
 from ncmse import archive, stats
 from ncmse.__main__ import main
+from ncmse.cache import ResultsCache
 from ncmse.config import RunConfig
-from ncmse.experiments import ResultsCache
 from ncmse.profiles import d_grid, profile_config, study_settings
 from ncmse.train import train
 from ncmse.variants import CE, MSE, Variant
@@ -212,7 +212,7 @@ def test_a_study_reads_back_from_its_archive_alone(tmp_path, capsys):
     assert back.summary().verdict.sentence("MSE", "CE") == trained.summary().verdict.sentence("MSE", "CE")
     assert archive.stale_runs(back.runs) == []
     # the archive's numbers are reproduced: a sample run trained again from an empty cache
-    from ncmse.experiments import run
+    from ncmse.cache import run
     sample = back.runs[0]
     again = run(RunConfig.from_dict(sample["config"]), cache=ResultsCache(tmp_path / "empty"), progress=False,
                 data_root=DATA_ROOT)

@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from ncmse import executors, experiments
+from ncmse import cache as cache_module
+from ncmse import executors
 from ncmse import train as train_mod
+from ncmse.cache import ResultsCache
 from ncmse.config import RunConfig
 from ncmse.executors import Local, Sequential, Submitit, sweep
-from ncmse.experiments import ResultsCache
 from ncmse.profiles import profile_config
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -169,4 +170,4 @@ def test_from_environment(monkeypatch):
     monkeypatch.setenv("NCMSE_EXECUTOR", "slurm")
     with pytest.raises(ValueError, match="NCMSE_EXECUTOR"):
         executors.from_environment()
-    assert experiments.ResultsCache  # the cache the executors share
+    assert cache_module.ResultsCache  # the cache the executors share

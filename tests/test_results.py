@@ -12,7 +12,7 @@ import pytest
 
 from ncmse import results as R
 from ncmse.__main__ import main
-from ncmse.experiments import ResultsCache, run
+from ncmse.cache import ResultsCache, run
 from ncmse.profiles import profile_config
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"

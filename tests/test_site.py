@@ -62,7 +62,7 @@ def test_deep_chapters_offer_their_runs_and_the_api_page_documents_the_package(s
         assert set(table["profile"]) == {"smoke"} and set(table["study"]) == {study}
     api = (site / "book" / "api.html").read_text()
     for target in ("ncmse.metrics.nc_metrics", "ncmse.metrics.NCAccumulator", "ncmse.metrics.ncc_mismatch",
-                   "ncmse.ufm.UFM", "ncmse.config.RunConfig", "ncmse.executors.sweep", "ncmse.experiments.run",
+                   "ncmse.ufm.UFM", "ncmse.config.RunConfig", "ncmse.executors.sweep", "ncmse.cache.run",
                    "ncmse.etf.simplex_etf", "ncmse.minimizers.global_minimizer", "ncmse.results.runs_table"):
         assert f'id="{target}"' in api, target
 

@@ -11,8 +11,8 @@ import torch
 import ncmse.data
 import ncmse.study as study
 from ncmse import etf, minimizers, stats, variants
+from ncmse.cache import ResultsCache
 from ncmse.config import RunConfig
-from ncmse.experiments import ResultsCache
 from ncmse.mean_geometry import class_mean_geometry
 from ncmse.profiles import d_grid, profile_config, study_settings
 from ncmse.ufm import UFM
@@ -296,7 +296,7 @@ def test_stop_epoch_is_a_prefix_of_its_schedule():
 
 @needs_data
 def test_a_stopped_run_resumes_into_its_full_schedule_exactly(tmp_path):
-    from ncmse.experiments import run
+    from ncmse.cache import run
     from ncmse.train import train
 
     full = profile_config("smoke", d=4, epochs=3, n_per_class=16, test_per_class=8, nc_epochs=(1,))

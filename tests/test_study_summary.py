@@ -1,5 +1,5 @@
 """The chapter "Deep networks"'s numbers and sentences (ncmse.summary.StudySummary, ncmse.mean_geometry.
-GeometrySummary), on small fake results shaped like those of ncmse.experiments.run."""
+GeometrySummary), on small fake results shaped like those of ncmse.cache.run."""
 
 import json
 import math

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from ncmse.__main__ import sweep_configs
+from ncmse.cache import ResultsCache, run
 from ncmse.config import RunConfig
-from ncmse.experiments import ResultsCache, run, sweep_configs
 from ncmse.profiles import d_grid, profile_config
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -1,4 +1,4 @@
-"""Deep-network experiments: sweeps of runs and the results cache they share.
+"""The results cache of deep-network runs, and one run through it.
 
 A :class:`ncmse.config.RunConfig` names everything that changes a result; its key (a hash of the
 canonical JSON) names the cache entry ``data/results/<key>.json``.  An entry is served only to the
@@ -24,29 +24,10 @@ from .files import atomic_write_text, quarantine
 from .fingerprint import code_fingerprint, validity
 from .variants import loss_label
 
-__all__ = ["ResultsCache", "sweep_configs", "run", "summary_rows", "SUMMARY_COLUMNS", "divergence_text"]
+__all__ = ["ResultsCache", "run", "divergence_text", "describe_run"]
 
+#: the repository (or source tree) the package lives in: its data/ and benchmarks/ folders hang off it
 ROOT = Path(__file__).resolve().parent.parent
-
-def sweep_configs(base: RunConfig, *, ds=(), losses=(), seeds=(), alpha: float | None = None,
-                  M: float | None = None, extra: dict | None = None) -> list[RunConfig]:
-    """The product d × loss × seed around ``base`` (empty axes keep the base value).  ``alpha`` and ``M``
-    set the rescaling of the ``rmse`` runs (the others are plain MSE or CE, α = M = 1); giving them
-    without an ``rmse`` run is an error."""
-    losses = tuple(losses) or (base.loss,)
-    if (alpha is not None or M is not None) and "rmse" not in losses:
-        raise ValueError("alpha and M apply to loss 'rmse' only; add rmse to the losses")
-    out = []
-    for d in ds or (base.d,):
-        for loss in losses:
-            if loss == "rmse":
-                scale = {"alpha": base.alpha if alpha is None else alpha, "M": base.M if M is None else M}
-            else:
-                scale = {"alpha": 1.0, "M": 1.0}
-            for seed in seeds or (base.seed,):
-                out.append(base.replace(d=d, loss=loss, seed=seed, **scale, **(extra or {})))
-    return out
-
 
 class ResultsCache:
     """Results keyed by :meth:`ncmse.config.RunConfig.key` under ``root``, safe to share.  Default root:
@@ -185,13 +166,14 @@ class ResultsCache:
             differs = [k for k in ("code", "data") if got.get(k) != valid[ds][k]]
             differs += [k for k in ("torch", "device", "threads") if prov.get(k) != env[k]]
             if differs:
-                rows.append({"key": p.stem, "run": _describe(c), "stale": bool({"code", "data"} & set(differs)),
+                rows.append({"key": p.stem, "run": describe_run(c), "stale": bool({"code", "data"} & set(differs)),
                              "differs": differs, "finished": prov.get("finished", "?"),
                              **{k: prov.get(k) for k in ("torch", "device", "threads")}})
         return rows
 
 
-def _describe(c: dict) -> str:
+def describe_run(c: dict) -> str:
+    """One line naming a run by its configuration (a ``RunConfig``'s dict): data, model, d, loss, lr, seed."""
     try:
         loss = loss_label(c)
     except (KeyError, TypeError, ValueError):    # a foreign entry's configuration: name what is there
@@ -253,7 +235,7 @@ def run(config: RunConfig, *, cache: ResultsCache | None = None, device=None, pr
         if config.stop_epoch is None:       # a run stopped early keeps it: its full schedule resumes there
             ckpt.unlink(missing_ok=True)
     if result["diverged"] is not None and progress:
-        print(f"[ncmse] {_describe(config.to_dict())}: diverged ({divergence_text(result)})", file=sys.stderr,
+        print(f"[ncmse] {describe_run(config.to_dict())}: diverged ({divergence_text(result)})", file=sys.stderr,
               flush=True)
     return {**result, "cached": False}
 
@@ -262,25 +244,3 @@ def divergence_text(result: dict) -> str:
     """'loss nan at epoch 1, batch 3' for a diverged result ('' for one that did not diverge)."""
     d = result.get("diverged")
     return "" if not d else f"loss {d['loss']} at epoch {d['epoch']}, batch {d['batch']}"
-
-
-#: the columns of :func:`summary_rows`
-SUMMARY_COLUMNS = ("dataset", "model", "d", "loss", "seed", "train acc", "test acc", "NC1", "live units",
-                   "seconds", "cached")
-
-
-def summary_rows(results: list[dict]) -> list[tuple]:
-    """One row per result for a table (:data:`SUMMARY_COLUMNS`); a diverged run reads "diverged" in its
-    accuracy columns."""
-    rows = []
-    for r in results:
-        c = r["config"]
-        loss = loss_label(c)
-        if r.get("diverged"):
-            metrics = ("diverged", "diverged", "—", "—")
-        else:
-            metrics = (f"{r['train']['accuracy']:.4f}", f"{r['test']['accuracy']:.4f}", f"{r['train']['NC1']:.3g}",
-                       r["train"]["live_units"])
-        rows.append((c["dataset"], c["model"], c["d"], loss, c["seed"], *metrics,
-                     f"{r['provenance']['wall_seconds']:.1f}", r.get("cached", False)))
-    return rows
