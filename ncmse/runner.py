@@ -278,6 +278,34 @@ def _benchmark_table(root: Path) -> str:
     return "\n".join(lines)
 
 
+def _archive_table(root: Path) -> str:
+    """The committed runs (``data/trained``, ``ncmse.archive``) per study and profile: how many, how
+    many of the study's runs that is, and how many today's training code would not reproduce (other
+    code fingerprint): they are shown as the record of the commit that trained them."""
+    from . import archive
+    from .profiles import STUDIES, study_profiles
+
+    rows = []
+    for study in STUDIES:
+        for profile in study_profiles(study):
+            try:
+                ours, total = archive.progress(study, profile, root / "data" / "trained")
+            except archive.ArchiveError as exc:        # a damaged file: name it, once
+                rows.append((study, "—", "unreadable", str(exc), ""))
+                break
+            if ours:
+                rows.append((study, profile, len(ours), total, len(archive.stale_runs(ours))))
+    if not rows:
+        return ""
+    lines = ["", "## Committed runs", "",
+             "Runs trained once and committed under `data/trained/` (page CIFAR-10). A run trained by other "
+             "training code than this build's is shown as the record of its commit, and counted here as "
+             "*other code*.", "", "| study | profile | runs committed | runs of the study | other code |",
+             "| --- | --- | ---: | ---: | ---: |"]
+    lines += [f"| {a} | {b} | {c} | {d} | {e} |" for a, b, c, d, e in rows]
+    return "\n".join(lines)
+
+
 def _book_times(root: Path) -> str:
     """The measured time of ``./run.sh book`` at ``cpu`` from a fresh clone, per machine class
     (``benchmarks/chapter_bench.py --book``: ``benchmarks/results/book_cpu.json``)."""
@@ -436,7 +464,7 @@ def run(profile: str = DEFAULT_PROFILE, *, chapters: list[str] | None = None, bu
     status = stage / "book" / "status.md"
     if status.exists():
         table = (_status_table(timings, package_versions()) + "\n" + _book_times(root) + "\n"
-                 + _benchmark_table(root) + "\n" + _cache_table(root))
+                 + _benchmark_table(root) + "\n" + _cache_table(root) + "\n" + _archive_table(root))
         status.write_text(status.read_text().replace(STATUS_MARKER, table))
     print("[ncmse] chapter execution times:")
     for entry, r in timings.items():

@@ -368,3 +368,21 @@ def test_the_page_shows_a_complete_long_archive(tmp_path, monkeypatch):
     text = out.read_text()
     assert "Fake CPU, 2 cores" in text and "By the clear-gap rule" in text and "projected simplex ETF" in text
     assert f"**{len(seen)} of the {len(seen)} runs**" in text and "recovers" in text
+
+
+def test_committed_archive_is_well_formed_and_on_the_status_page(tmp_path):
+    """Every file committed under data/trained: a complete result named by its key with its provenance
+    (archive.load raises on any other), and the status page counts them by study and profile."""
+    from ncmse import runner
+    from ncmse.cache import ROOT
+
+    for name in ("deep", "cifar10"):
+        for r in archive.load(name, ROOT / "data" / "trained"):
+            assert {"machine", "device", "torch", "git", "finished", "wall_seconds"} <= set(r["provenance"])
+            assert r["validity"]["code"] and r["validity"]["data"]
+    assert runner._archive_table(tmp_path) == ""                 # nothing committed there
+    r = {**_result(MSE, 4, 0, 0.5), "config": profile_config("long", "cifar10", device="cpu").to_dict(),
+         "validity": {"code": "0" * 16, "data": "d"}}
+    archive.export([r], "cifar10", tmp_path / "data" / "trained")
+    table = runner._archive_table(tmp_path)
+    assert f"| cifar10 | long | 1 | {study.plan('long', 'cifar10').trainings} | 1 |" in table
