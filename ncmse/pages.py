@@ -1,6 +1,7 @@
 """How a chapter hands the numbers it computed to its prose: MyST-NB's ``glue``, one helper for all.
 
-A sentence of a chapter cites a number as ``{glue:text}`rs_picked_acc:.3f```.  :func:`glue_fields`
+A sentence of a chapter cites a number by name through MyST-NB's glue text role (the name
+``rs_picked_acc`` with the format ``.3f``, say).  :func:`glue_fields`
 glues the fields of a summary (a dataclass of ``ncmse.summary`` or ``ncmse.mean_geometry``) under
 their own names with one prefix, so that the name in the prose says which field it is and cannot drift
 from it; :func:`glue_values` glues named values that are not a summary's fields.  Nothing is displayed
