@@ -28,7 +28,8 @@ from .executors import Executor, sweep
 from .profiles import d_grid, profile_config, study_settings
 from .variants import CE, MSE, Variant, rescaled_variants
 
-__all__ = ["StudyResults", "run_study", "LRChoice", "tuning_configs", "tune_lr", "pick_rescaled", "configs",
+__all__ = ["StudyResults", "run_study", "sweep_runs", "LRChoice", "tuning_configs", "tune_lr", "pick_rescaled",
+           "configs",
            "curves_only_where_drawn", "Plan", "plan", "deep_rescaled"]
 
 
@@ -221,6 +222,17 @@ class StudyResults:
         return StudySummary(self)
 
 
+def sweep_runs(base: RunConfig, choices: dict, S, *, grid, rescaled, rmse: Variant, K: int = 10) -> list[list]:
+    """The test runs of a study, as :func:`run_study` trains them and :func:`plan` counts them: [the
+    d-sweep (MSE, CE, ``rmse``) × ``grid`` × seeds, the rescaled sweeps (``rescaled`` at
+    ``S["rescaled_ds"]``), the runs without the feature ReLU (MSE, CE × ``grid`` × ``S["linear_seeds"]``)],
+    each at its chosen rate, NC measured during training only where a chapter draws it."""
+    parts = [configs(base, choices, [MSE, CE, rmse], ds=grid, seeds=S["seeds"], K=K),
+             configs(base, choices, rescaled, ds=S["rescaled_ds"], seeds=S["seeds"], K=K),
+             configs(base, choices, [MSE, CE], ds=grid, seeds=S["linear_seeds"], K=K, feature_relu=False)]
+    return [[curves_only_where_drawn(c, S["nc_ds"], (MSE, CE, rmse)) for c in part] for part in parts]
+
+
 def run_study(profile: str, *, study: str = "deep", cache: ResultsCache | None = None, device=None,
               progress: bool = True, data_root=None, grid=None, overrides: dict | None = None,
               executor: Executor | None = None, on_done=None, **base_changes) -> StudyResults:
@@ -250,10 +262,7 @@ def run_study(profile: str, *, study: str = "deep", cache: ResultsCache | None =
             choices[rmse] = tune_lr(base, [rmse], lrs=S["lrs"], ds=S["tune_ds"],
                                     holdout_per_class=S["holdout_per_class"], halving=S.get("halving"), **kw)[rmse]
     # the test runs depend only on the chosen rates: one stage, so that parallel workers stay busy
-    stage = [configs(base, choices, [MSE, CE, rmse], ds=grid, seeds=S["seeds"], K=K),
-             configs(base, choices, rescaled, ds=S["rescaled_ds"], seeds=S["seeds"], K=K),
-             configs(base, choices, [MSE, CE], ds=grid, seeds=S["linear_seeds"], K=K, feature_relu=False)]
-    stage = [[curves_only_where_drawn(c, S["nc_ds"], (MSE, CE, rmse)) for c in part] for part in stage]
+    stage = sweep_runs(base, choices, S, grid=grid, rescaled=rescaled, rmse=rmse, K=K)
     done = sweep([c for part in stage for c in part], **kw)
     runs, rescaled_runs, linear_runs = (done[sum(map(len, stage[:i])):sum(map(len, stage[:i + 1]))] for i in range(3))
     return StudyResults(profile, S, base, K, grid, choices, rescaled, rmse, runs, rescaled_runs, linear_runs,
@@ -338,8 +347,7 @@ def plan(profile: str, study: str = "deep") -> Plan:
                      tuning * halving[0] + kept * (base.epochs - halving[0]))
     choices = {v: LRChoice(v, {0: lrs[0]}, {}, (), False) for v in variants}
     choices.setdefault(rmse, LRChoice(rmse, {0: lrs[0]}, {}, (), False))
-    test = {c.key() for c in [*configs(base, choices, [MSE, CE, rmse], ds=grid, seeds=S["seeds"]),
-                              *configs(base, choices, rescaled, ds=S["rescaled_ds"], seeds=S["seeds"]),
-                              *configs(base, choices, [MSE, CE], ds=grid, seeds=S["linear_seeds"], feature_relu=False)]}
+    test = {c.key() for part in sweep_runs(base, choices, S, grid=grid, rescaled=rescaled, rmse=rmse)
+            for c in part}
     images = base.n_per_class * 10 if base.n_per_class is not None else TRAIN_SPLIT_SIZE[base.dataset]
     return Plan(profile, tuning, len(test), base.epochs, images, tuning_epochs, kept)
