@@ -13,8 +13,8 @@ import seaborn as sns
 from matplotlib.patches import Patch
 
 __all__ = ["use_style", "PALETTE", "FIGSIZE", "gram_heatmap", "subplots", "figure", "markdown_table", "draw_frame",
-           "accuracy_against_d", "accuracy_figure", "nc_against_d", "per_class_accuracy", "cost_figure",
-           "architecture_figure"]
+           "accuracy_against_d", "accuracy_figure", "per_class_figure", "setting_table", "nc_against_d",
+           "per_class_accuracy", "cost_figure", "architecture_figure"]
 
 PALETTE = sns.color_palette("colorblind")
 FIGSIZE = (6.4, 3.6)
@@ -167,6 +167,26 @@ def accuracy_figure(summary, variants=None):
     axes[0].legend(loc="lower right")
     fig.suptitle(summary.title)
     return fig, axes
+
+
+def per_class_figure(summary):
+    """Per-class test accuracy at the study's ``geometry_d`` (below K − 1), MSE against cross-entropy,
+    with the UFM's predicted losses counted over MSE's runs (:func:`per_class_accuracy`), the summary's
+    title and d above: the figure of the chapters "Deep networks" and "CIFAR-10" (``summary``: an
+    ``ncmse.summary.StudySummary``).  Returns (fig, ax)."""
+    from .variants import MSE
+
+    fig, ax = subplots(1, 1, width=11, height=3.6)
+    per_class_accuracy(ax, summary.geometry, summary.classes, counted=MSE)       # bars: mean; dots: runs
+    fig.suptitle(f"{summary.title}, d = {summary.results.settings['geometry_d']}")
+    return fig, ax
+
+
+def setting_table(config, grid, seeds, fields) -> str:
+    """The settings of a study's base run (``config``, a ``RunConfig``) as a Markdown table of ``fields``,
+    then its feature dimensions ``grid`` and ``seeds`` in one line (chapters "Deep networks", "CIFAR-10")."""
+    table = markdown_table([(k, getattr(config, k)) for k in fields], ["setting", "value"])
+    return f"{table}\n\nFeature dimensions $d$: {', '.join(map(str, grid))}; seeds {', '.join(map(str, seeds))}."
 
 
 def nc_against_d(axes, rows: list[dict], variants, grid, *, K: int = 10) -> None:

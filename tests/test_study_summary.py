@@ -350,3 +350,15 @@ def test_accuracy_figure(summary):
     fig, axes = plotting.accuracy_figure(summary)
     assert [ax.get_ylabel() for ax in axes] == ["test accuracy", "train accuracy"]
     assert len(axes[0].containers) == 3 and fig._suptitle.get_text() == summary.title     # MSE, CE, rescaled
+
+
+def test_per_class_figure_and_setting_table(summary):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from ncmse import plotting
+
+    fig, ax = plotting.per_class_figure(summary)
+    assert fig._suptitle.get_text() == f"{summary.title}, d = 4" and ax.get_xticks().size == K
+    table = plotting.setting_table(profile_config("smoke"), (4, 16), (0, 1), ["dataset", "epochs"])
+    assert "| dataset | fashion_mnist |" in table and table.endswith("Feature dimensions $d$: 4, 16; seeds 0, 1.")
