@@ -17,20 +17,42 @@ from .profiles import DEFAULT_PROFILE, GPU_PROFILE, PRECISIONS, PROFILES, STUDIE
 if TYPE_CHECKING:
     from .config import RunConfig
 
-INTERRUPTED = ("[ncmse] interrupted{how}: finished runs are cached under data/results; the run in progress "
-               "resumes from its checkpoint in data/checkpoints when the same command runs again")
+INTERRUPTED = ("[ncmse] interrupted{how}: finished runs are cached under {results}; the run in progress "
+               "resumes from its checkpoint in {checkpoints} when the same command runs again")
 
 
 CACHE_HELP = ("folder of the results cache, shared by every process and job that uses it: results in DIR/results, "
               "checkpoints in DIR/checkpoints (default: $NCMSE_CACHE, else data/)")
 
 
-def _cache(args):
+def _cache_root(args):
+    """The results folder that ``--cache`` names (None: the default, $NCMSE_CACHE or data/); an empty
+    ``--cache`` is refused rather than read as the default."""
     from pathlib import Path
 
+    if getattr(args, "cache", None) is None:
+        return None
+    if not args.cache.strip():
+        raise ValueError("--cache needs a folder (leave it out for $NCMSE_CACHE, else data/)")
+    return Path(args.cache).expanduser() / "results"
+
+
+def _cache(args):
     from .cache import ResultsCache
 
-    return ResultsCache(Path(args.cache).expanduser() / "results") if args.cache else ResultsCache()
+    return ResultsCache(_cache_root(args))
+
+
+def _interrupted(args, how: str) -> str:
+    """The line printed on Ctrl-C or SIGTERM, naming the folders the runs really went to."""
+    import os as _os
+    from pathlib import Path
+
+    root = _cache_root(args) if getattr(args, "cache", None) else None
+    if root is None:
+        shared = _os.environ.get("NCMSE_CACHE")
+        root = Path(shared).expanduser() / "results" if shared else Path("data") / "results"
+    return INTERRUPTED.format(how=how, results=root, checkpoints=root.parent / "checkpoints")
 
 
 class _Terminated(KeyboardInterrupt):
@@ -48,6 +70,28 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if v < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def _threads(text: str) -> int:
+    """A thread count: positive, and at most 4 × the machine's cores (more only makes threads wait)."""
+    v = _positive_int(text)
+    most = 4 * (os.cpu_count() or 1)
+    if v > most:
+        raise argparse.ArgumentTypeError(f"at most {most} (4 × this machine's {os.cpu_count()} cores), got {v}")
+    return v
+
+
+MAX_SEED = 2**63 - 1      # torch.manual_seed takes a signed 64-bit integer
+
+
+def _seed(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer seed, got {text!r}") from None
+    if not 0 <= v <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"a seed lies in [0, 2**63 − 1], got {v}")
     return v
 
 
@@ -76,7 +120,7 @@ def _executor_options(p) -> None:
                    help="sequential (default), local (--workers processes), slurm (a job array through submitit), "
                         "submitit-local / submitit-debug (submitit's local and in-process executors)")
     g.add_argument("--workers", type=_positive_int, help="local: number of processes (default: the cores)")
-    g.add_argument("--threads", type=_positive_int,
+    g.add_argument("--threads", type=_threads,
                    help="threads of this process (sequential; default: all cores but one) or of each worker "
                         "(local; default: cores / workers)")
     g.add_argument("--partition", help="slurm: the partition")
@@ -136,7 +180,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available)")
         p.add_argument("--loss", nargs=many, choices=("mse", "rmse", "ce"))
         p.add_argument("--d", nargs=many, type=_positive_int, help="feature dimension(s)")
-        p.add_argument("--seed", nargs=many, type=int)
+        p.add_argument("--seed", nargs=many, type=_seed)
         p.add_argument("--dataset", help="mnist, fashion_mnist or cifar10")
         p.add_argument("--model", help="mlp, cnn or resnet18")
         p.add_argument("--epochs", type=_positive_int)
@@ -208,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
                    workers=args.workers)
     except KeyboardInterrupt as exc:
         how = " (SIGTERM)" if isinstance(exc, _Terminated) else ""
-        print("\n" + INTERRUPTED.format(how=how), file=sys.stderr)
+        print("\n" + _interrupted(args, how), file=sys.stderr)
         return 143 if isinstance(exc, _Terminated) else 130
     except (ValueError, OSError) as exc:
         if os.environ.get("NCMSE_DEBUG"):
@@ -232,6 +276,23 @@ def _check_places(args) -> None:
         raise FileNotFoundError(f"--data-root {args.data_root} is not a folder; give a folder laid out like "
                                 "torchvision's roots (MNIST/raw, FashionMNIST/raw, cifar-10-batches-py, …)")
     data_root(args.data_root)                 # a $NCMSE_DATA_ROOT that is not a folder
+
+
+# the width of the layer that feeds the d-dimensional feature layer, per model (ncmse.models)
+_FEATURE_INPUT = {"mlp": 256, "cnn": 64 * 8 * 8, "resnet18": 512}
+
+
+def _check_memory(config) -> None:
+    """Refuse, before any work, a feature dimension whose feature layer alone (its weights, their
+    gradients and the optimizer's momentum, float32) would not fit in this machine's memory."""
+    need = 4 * 3 * config.d * (_FEATURE_INPUT.get(config.model, 1) + 10 + 1)
+    try:
+        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return
+    if need > have:
+        raise ValueError(f"--d {config.d} would need at least {need / 2**30:,.0f} GiB for the {config.model}'s feature "
+                         f"layer alone; this machine has {have / 2**30:,.0f} GiB")
 
 
 def _study(args) -> int:
@@ -300,10 +361,21 @@ def _train_or_sweep(args) -> int:
     configs = sweep_configs(base, ds=as_list(args.d), losses=as_list(args.loss), seeds=as_list(args.seed),
                             alpha=args.alpha, M=args.M)
     _check_places(args)
+    for c in configs:
+        _check_memory(c)
     print(f"[ncmse] {len(configs)} run(s) at profile '{args.profile}' (cached runs are not retrained)")
     results = sweep(configs, device=args.device, progress=not args.quiet, data_root=args.data_root, cache=_cache(args),
                     executor=executor)
     print(markdown_table(summary_rows(results), list(SUMMARY_COLUMNS)))
+    from .cache import describe_run
+
+    for r in results:                      # valid input, but worth a line: a run that learned nothing
+        K = len(r.get("classes") or ()) or 10
+        n = K * (r["config"].get("test_per_class") or r["config"].get("holdout_per_class") or 1000)  # test images
+        chance = 1.0 / K + 3 * math.sqrt((1.0 / K) * (1 - 1.0 / K) / n)      # 3 binomial standard deviations
+        if not r.get("diverged") and r["test"]["accuracy"] <= chance:
+            print(f"[ncmse] note: {describe_run(r['config'])} ended no better than chance (test accuracy "
+                  f"{r['test']['accuracy']:.3f}, K = {K}): the learning rate may be far too small or too large")
     diverged = sum(bool(r.get("diverged")) for r in results)
     if diverged:
         print(f"[ncmse] {diverged} of {len(results)} run(s) diverged (the loss stopped being finite): "

@@ -76,12 +76,12 @@ class ResultsCache:
         (do it only while holding :meth:`lock`: a writer may be about to replace it)."""
         p = self.path(config)
         try:
-            text = p.read_text()
+            raw = p.read_bytes()
         except FileNotFoundError:
             return None, "missing"
         problem = None
         try:
-            entry = json.loads(text)
+            entry = json.loads(raw.decode("utf-8"))          # bytes that are not UTF-8: a torn or foreign file
             problem = _entry_problem(entry, config)
         except (ValueError, UnicodeDecodeError) as exc:         # JSONDecodeError is a ValueError
             problem = f"{type(exc).__name__}: {exc}"
@@ -135,16 +135,19 @@ class ResultsCache:
         finally:
             lock.release()
 
-    def entries(self) -> list[tuple[Path, dict]]:
-        """Every readable entry of the cache (torn files are skipped, not moved), sorted by name."""
+    def entries(self, skipped: list | None = None) -> list[tuple[Path, dict]]:
+        """Every readable entry of the cache, sorted by name; torn or foreign files are skipped, not
+        moved, and appended to ``skipped`` (a list, when given) so that a caller can name them."""
         out = []
         for p in sorted(self.root.glob("*.json")):
             try:
                 entry = json.loads(p.read_text())
             except (OSError, ValueError, UnicodeDecodeError):
-                continue
+                entry = None
             if isinstance(entry, dict) and isinstance(entry.get("config"), dict):
                 out.append((p, entry))
+            elif skipped is not None:
+                skipped.append(p)
         return out
 
     def audit(self, *, data_root=None) -> list[dict]:

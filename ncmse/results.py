@@ -21,6 +21,7 @@ FILE]`` writes them; the chapter "Deep networks" offers its runs as a CSV downlo
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -186,14 +187,19 @@ def history_table(results: list[dict]) -> pd.DataFrame:
 def _cached(cache: ResultsCache | None, profile: str | None) -> list[dict]:
     if profile is not None and profile not in STUDY_PROFILES:
         raise ValueError(f"unknown profile {profile!r}; expected one of {', '.join(STUDY_PROFILES)}")
-    out = []
-    for _, entry in (cache or ResultsCache()).entries():
+    out, skipped = [], []
+    for path, entry in (cache or ResultsCache()).entries(skipped):
         try:
             RunConfig.from_dict(entry["config"])
         except (TypeError, ValueError):
-            continue                          # a document that is not a run of this code's configuration
+            skipped.append(path)                 # a document that is not a run of this code's configuration
+            continue
         if entry.get("complete") is True and (profile is None or profile_of(entry["config"]) == profile):
             out.append(entry)
+    if skipped:                                  # the table says what it left out, on stderr
+        names = ", ".join(p.name for p in skipped[:5]) + (", …" if len(skipped) > 5 else "")
+        print(f"[ncmse] left out {len(skipped)} file(s) of {(cache or ResultsCache()).root} that are not readable "
+              f"results: {names}", file=sys.stderr)
     return out
 
 

@@ -153,3 +153,37 @@ def test_train_rescaled_and_diverged_from_the_command_line(capsys, tmp_path):
     assert rc == 0 and "RMSE α=5, M=2" in out, err
     rc, out, err = _run(["train", "--lr", "100000", *common], capsys)
     assert rc == 0 and "diverged" in out, err
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["train", "--profile", "smoke", "--seed", "99999999999999999999"], "a seed lies in [0, 2**63"),
+    (["train", "--profile", "smoke", "--threads", "100000"], "at most"),
+    (["train", "--profile", "smoke", "--d", "1000000000", "--quiet"], "GiB for the mlp's feature layer alone"),
+    (["train", "--profile", "smoke", "--cache", "", "--quiet"], "--cache needs a folder"),
+])
+def test_odd_input_is_refused_up_front_in_one_line(argv, says, capsys):
+    try:
+        rc = main(argv)
+    except SystemExit as exc:            # argparse refuses a malformed value itself
+        rc = exc.code
+    err = capsys.readouterr().err
+    assert rc == 2 and says in err and "Traceback" not in err and len(err.strip().splitlines()) <= 2
+
+
+def test_the_interrupt_line_names_the_cache_it_used(tmp_path):
+    from ncmse.__main__ import _interrupted, _parser
+
+    args = _parser().parse_args(["train", "--cache", str(tmp_path / "shared")])
+    line = _interrupted(args, " (SIGTERM)")
+    assert str(tmp_path / "shared" / "checkpoints") in line and str(tmp_path / "shared" / "results") in line
+
+
+def test_a_run_that_learned_nothing_says_so(tmp_path, capsys):
+    shared = Path(__file__).resolve().parents[2] / "shared" / "data"
+    root = Path(os.environ.get("NCMSE_DATA_ROOT", shared))
+    if not (root / "FashionMNIST" / "raw").exists():
+        pytest.skip(f"Fashion-MNIST not found under {root}")
+    rc = main(["train", "--profile", "smoke", "--lr", "1e-30", "--epochs", "1", "--quiet", "--cache", str(tmp_path),
+               "--data-root", str(root)])
+    out = capsys.readouterr().out
+    assert rc == 0 and "ended no better than chance" in out and "learning rate" in out

@@ -131,3 +131,28 @@ def test_cli_writes_the_tables(cached, tmp_path, capsys):
     assert out.splitlines()[0] == ",".join(R.HISTORY_COLUMNS)
     assert main(["results", "--cache", str(root), "--parquet", str(tmp_path / "h.parquet"), "--history"]) == 0
     assert len(pd.read_parquet(tmp_path / "h.parquet")) == len(R.history_frame(cache))
+
+
+def test_the_table_names_what_it_left_out(tmp_path, capsys):
+    from ncmse.cache import ResultsCache
+    from ncmse.results import runs_frame
+
+    root = tmp_path / "results"
+    root.mkdir()
+    (root / "0123456789abcdef.json").write_bytes(b"\xb3\x00binary")
+    (root / "fedcba9876543210.json").write_text("[1, 2]")
+    frame = runs_frame(ResultsCache(root))
+    err = capsys.readouterr().err
+    assert len(frame) == 0 and "left out 2 file(s)" in err and "0123456789abcdef.json" in err
+
+
+def test_a_binary_result_file_is_torn_not_fatal(tmp_path):
+    from ncmse.cache import ResultsCache
+
+    cache = ResultsCache(tmp_path / "results")
+    config = profile_config("smoke")
+    cache.path(config).parent.mkdir(parents=True)
+    cache.path(config).write_bytes(b"\xb3\x00binary")
+    assert cache.read(config) == (None, "torn")
+    assert cache.read(config, fix=True) == (None, "torn") and not cache.path(config).exists()
+    assert list((tmp_path / "results").glob("*.corrupt*"))
