@@ -131,7 +131,7 @@ def _executor_options(p) -> None:
                    help="slurm/submitit: minutes per job before it is requeued (it resumes from its checkpoint)")
     g.add_argument("--mem-gb", type=_finite_float, help="slurm: memory per job")
     g.add_argument("--submitit-folder", help="slurm/submitit: folder for job scripts and logs "
-                                             "(default: <cache>/../submitit)")
+                                             "(default: DIR/submitit of --cache DIR, else data/submitit)")
 
 
 def _executor(args):

@@ -186,7 +186,8 @@ class Submitit(Executor):
     at once), "local" (subprocesses) or "debug" (in this process, for tests).  Each job trains one
     configuration with ``cpus_per_job`` threads and ``gpus_per_job`` GPUs for at most ``timeout_min``
     minutes; preempted or timed out, it is requeued and resumes from its checkpoint.  Logs and the
-    jobs' pickles go to ``folder`` (default: ``<cache>/../submitit``)."""
+    jobs' pickles go to ``folder`` (default: ``submitit`` beside the cache's ``results`` folder: ``DIR/submitit``
+    for ``--cache DIR``, ``data/submitit`` by default)."""
 
     cluster: str = "slurm"
     folder: str | None = None

@@ -171,3 +171,14 @@ def test_from_environment(monkeypatch):
     with pytest.raises(ValueError, match="NCMSE_EXECUTOR"):
         executors.from_environment()
     assert cache_module.ResultsCache  # the cache the executors share
+
+
+def test_the_help_names_the_folder_where_submitit_logs_go(tmp_path):
+    from ncmse.__main__ import _parser
+    from ncmse.cache import ResultsCache
+
+    help_text = " ".join(_parser()._subparsers._group_actions[0].choices["study"].format_help().split())
+    assert "DIR/submitit of --cache DIR, else data/submitit" in help_text
+    ex = executors.Submitit(cluster="debug")
+    folder = Path(ex.executor(ResultsCache(tmp_path / "shared" / "results")).folder)
+    assert folder.parent == tmp_path / "shared" / "submitit"          # where the logs really go
