@@ -52,12 +52,12 @@ ensure_chromium() {
   fi
 }
 
-# requirements-lock.txt: every package of pyproject.toml with the dev extra, pinned, resolved by pip-tools
+# requirements-lock.txt: every package of pyproject.toml with all its extras, pinned, resolved by pip-tools
 # through pip's configured indexes for this venv's Python (3.11 for the committed lock).
 lock() {
   setup
   "$VENV/bin/python" -m pip install --quiet 'pip-tools>=7.4,<8'
-  CUSTOM_COMPILE_COMMAND="./run.sh lock" "$VENV/bin/pip-compile" --quiet --upgrade --extra dev --strip-extras \
+  CUSTOM_COMPILE_COMMAND="./run.sh lock" "$VENV/bin/pip-compile" --quiet --upgrade --all-extras --strip-extras \
     --no-emit-index-url --no-emit-find-links --output-file "$LOCK" pyproject.toml
   echo "[run.sh] wrote $LOCK for $("$VENV/bin/python" --version); ./run.sh test checks it against pyproject.toml"
 }

@@ -12,7 +12,8 @@ __all__ = ["LAYERS", "ROLES", "DATA_FLOW", "layer_list"]
 
 #: layer → its modules, in order: theory, training, runs, site
 LAYERS = {
-    "theory": ("etf", "ufm", "minimizers", "saddles", "optim", "feature_landscape", "losses", "metrics", "checks"),
+    "theory": ("etf", "ufm", "minimizers", "saddles", "optim", "feature_landscape", "losses", "metrics", "collapse",
+               "checks"),
     "training": ("config", "hardware", "data", "loader", "models", "train", "files", "fingerprint", "machine",
                  "threads"),
     "runs": ("variants", "cache", "executors", "study", "stats", "summary", "mean_geometry", "archive",

@@ -14,7 +14,7 @@ from matplotlib.patches import Patch
 
 __all__ = ["use_style", "PALETTE", "FIGSIZE", "gram_heatmap", "subplots", "figure", "markdown_table", "draw_frame",
            "accuracy_against_d", "accuracy_figure", "per_class_figure", "setting_table", "nc_against_d",
-           "per_class_accuracy", "cost_figure", "architecture_figure"]
+           "per_class_accuracy", "cost_figure", "architecture_figure", "collapse_history_figure"]
 
 PALETTE = sns.color_palette("colorblind")
 FIGSIZE = (6.4, 3.6)
@@ -311,4 +311,30 @@ def architecture_figure(data_flow, layers: dict, *, per_line: int = 3):
                                          color="0.4"))
     fig.legend(handles=[Patch(color=PALETTE[i], label=f"{name} layer") for i, name in enumerate(layers)],
                loc="lower center", ncols=len(layers), fontsize="small")
+    return fig
+
+
+#: the panels of :func:`collapse_history_figure`: key of ``ncmse.measure_collapse``'s dict → axis label
+COLLAPSE_PANELS = (("NC1", "NC1 (log scale)"), ("NC2", "NC2"), ("NC3", "NC3"), ("NC4", "NC4 (log scale)"),
+                   ("NC4_ncc", "NC4_ncc"), ("accuracy", "accuracy"))
+
+
+def collapse_history_figure(history: list[dict]):
+    """NC1–NC4, NC4_ncc and the accuracy against the epoch, one panel each (2 × 3), from ``history``:
+    one dict of :func:`ncmse.measure_collapse` per epoch with an ``"epoch"`` key added (the page
+    "Measure collapse in your own network").  Panels whose metric is absent are left out."""
+    panels = [(k, label) for k, label in COLLAPSE_PANELS if all(k in h for h in history)]
+    fig, axes = subplots(2, 3, width=9.6, height=5.2, sharex=True)
+    epochs = [h["epoch"] for h in history]
+    for ax, (key, label) in zip(axes.flat, panels, strict=False):   # fewer panels than axes: the rest hide
+        ax.plot(epochs, [h[key] for h in history], marker="o", ms=3, color=PALETTE[0])
+        ax.set(ylabel=label)
+        if key in ("NC1", "NC4"):
+            ax.set_yscale("log")
+        if key in ("NC4_ncc", "accuracy"):
+            ax.set_ylim(-0.03, 1.03)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax in axes[-1]:
+        ax.set_xlabel("epoch")
     return fig

@@ -82,6 +82,13 @@ _SETTINGS = {
         "paper": dict(K=6, n=4, d=8, lambda_W=5e-3, lambda_H=1e-2, n_random=4000, random_steps=1000,
                       eps=(1e-2, 1e-4, 1e-6, 1e-8, 1e-10, 1e-12), escape_steps=800, zero_grid=41),
     },
+    # Page "Measure collapse in your own network" (book/own_network.md): a torchvision ResNet18 trained
+    # briefly with MSE on n_per_class CIFAR-10 images a class, NC measured after every epoch.
+    "own_network": {
+        "smoke": dict(n_per_class=10, epochs=2, batch_size=50, lr=0.05),
+        "cpu": dict(n_per_class=50, epochs=25, batch_size=50, lr=0.05),
+        "paper": dict(n_per_class=500, epochs=60, batch_size=128, lr=0.05),
+    },
 }
 
 

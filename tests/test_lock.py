@@ -1,5 +1,5 @@
 """The lock file: every pin satisfies the ranges of pyproject.toml, every dependency of pyproject.toml
-(with the dev extra) is pinned, and torch/torchvision are the matching pair these machines install."""
+(with every extra) is pinned, and torch/torchvision are the matching pair these machines install."""
 
 from pathlib import Path
 
@@ -34,8 +34,12 @@ def _pins(text: str) -> dict[str, Version]:
 
 
 def _declared() -> list[Requirement]:
+    """The core dependencies and those of every extra (``./run.sh`` installs them all), without the
+    extras' references to ncmse's own other extras."""
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    return [Requirement(r) for r in project["dependencies"] + project["optional-dependencies"]["dev"]]
+    extras = [r for group in project["optional-dependencies"].values() for r in group]
+    reqs = [Requirement(r) for r in project["dependencies"] + extras]
+    return [r for r in reqs if canonicalize_name(r.name) != "ncmse"]
 
 
 @pytest.fixture(scope="module")
