@@ -10,6 +10,7 @@ import math
 import os
 import signal
 import sys
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from .profiles import DEFAULT_PROFILE, GPU_PROFILE, PRECISIONS, PROFILES, STUDIES, STUDY_PROFILES
@@ -43,8 +44,8 @@ def _cache(args):
     return ResultsCache(_cache_root(args))
 
 
-def _interrupted(args, how: str) -> str:
-    """The line printed on Ctrl-C or SIGTERM, naming the folders the runs really went to."""
+def _results_folder(args):
+    """The results folder the runs really go to (``--cache``, else $NCMSE_CACHE, else data/)."""
     import os as _os
     from pathlib import Path
 
@@ -52,7 +53,27 @@ def _interrupted(args, how: str) -> str:
     if root is None:
         shared = _os.environ.get("NCMSE_CACHE")
         root = Path(shared).expanduser() / "results" if shared else Path("data") / "results"
+    return root
+
+
+def _interrupted(args, how: str) -> str:
+    """The line printed on Ctrl-C or SIGTERM, naming the folders the runs really went to."""
+    root = _results_folder(args)
     return INTERRUPTED.format(how=how, results=root, checkpoints=root.parent / "checkpoints")
+
+
+CANCELLED = ("[ncmse] {runs}; finished runs are cached under {results}; to train the cancelled ones, resuming from "
+             "their checkpoints in {checkpoints} where they have one, run the same command again: {command}")
+
+
+def _cancelled(args, exc, argv: list[str]) -> str:
+    """The line printed when cluster jobs were cancelled (``ncmse.executors.RunsCancelled``): the runs, by
+    key and configuration, and the command that resumes them."""
+    import shlex
+
+    root = _results_folder(args)
+    return CANCELLED.format(runs=" ".join(str(exc).split()), results=root, checkpoints=root.parent / "checkpoints",
+                            command=shlex.join(["python", "-m", "ncmse", *argv]))
 
 
 class _Terminated(KeyboardInterrupt):
@@ -95,6 +116,17 @@ def _seed(text: str) -> int:
     return v
 
 
+MAX_EPOCHS = 100_000     # the book's longest schedule has 200 epochs; 2**63 of them would never end
+
+
+def _epochs(text: str) -> int:
+    v = _positive_int(text)
+    if v > MAX_EPOCHS:
+        raise argparse.ArgumentTypeError(f"at most {MAX_EPOCHS:,} epochs (the book's longest schedule has 200), "
+                                         f"got {v}")
+    return v
+
+
 def _finite_float(text: str) -> float:
     try:
         v = float(text)
@@ -130,8 +162,9 @@ def _executor_options(p) -> None:
     g.add_argument("--timeout-min", type=_positive_int, default=60,
                    help="slurm/submitit: minutes per job before it is requeued (it resumes from its checkpoint)")
     g.add_argument("--mem-gb", type=_finite_float, help="slurm: memory per job")
-    g.add_argument("--submitit-folder", help="slurm/submitit: folder for job scripts and logs "
-                                             "(default: DIR/submitit of --cache DIR, else data/submitit)")
+    g.add_argument("--submitit-folder", help="slurm/submitit: folder for job scripts and logs (default: submitit "
+                                             "beside the results: DIR/submitit of --cache DIR, else "
+                                             "$NCMSE_CACHE/submitit, else data/submitit)")
 
 
 def _executor(args):
@@ -183,7 +216,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", nargs=many, type=_seed)
         p.add_argument("--dataset", help="mnist, fashion_mnist or cifar10")
         p.add_argument("--model", help="mlp, cnn or resnet18")
-        p.add_argument("--epochs", type=_positive_int)
+        p.add_argument("--epochs", type=_epochs)
         p.add_argument("--nc-epochs", nargs="+", type=_positive_int, metavar="EPOCH",
                        help="epochs at which NC is measured (the last epoch always is); default: the profile's, "
                             "trimmed to --epochs")
@@ -227,7 +260,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0 ok, 1 failed, 2 bad input, 130/143 interrupted).
+    """Run the command line; returns the exit status (0 ok, 1 failed, 2 bad input, 130/143 interrupted; 143
+    also when cluster jobs were cancelled, with one line naming their runs and the command that resumes them).
 
     Bad input — an unknown profile, dataset or device, a non-finite rate, a missing or damaged data
     file — ends with one line ``error: …`` on stderr and status 2 (``NCMSE_DEBUG=1`` shows the
@@ -254,10 +288,17 @@ def main(argv: list[str] | None = None) -> int:
         how = " (SIGTERM)" if isinstance(exc, _Terminated) else ""
         print("\n" + _interrupted(args, how), file=sys.stderr)
         return 143 if isinstance(exc, _Terminated) else 130
+    except RuntimeError as exc:
+        from .executors import RunsCancelled
+
+        if not isinstance(exc, RunsCancelled) or os.environ.get("NCMSE_DEBUG"):
+            raise
+        print(_cancelled(args, exc, sys.argv[1:] if argv is None else list(argv)), file=sys.stderr)
+        return 143
     except (ValueError, OSError) as exc:
         if os.environ.get("NCMSE_DEBUG"):
             raise
-        print(f"error: {' '.join(str(exc).split()) or type(exc).__name__}", file=sys.stderr)
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
         return 2
     finally:
         if previous is not None:
@@ -272,6 +313,9 @@ def _check_places(args) -> None:
     from .train import resolve_device
 
     resolve_device(args.device)
+    _check_cache_folder(args)
+    if args.data_root is not None:
+        _check_path(args.data_root, "--data-root")
     if args.data_root is not None and not Path(args.data_root).expanduser().is_dir():
         raise FileNotFoundError(f"--data-root {args.data_root} is not a folder; give a folder laid out like "
                                 "torchvision's roots (MNIST/raw, FashionMNIST/raw, cifar-10-batches-py, …)")
@@ -308,8 +352,9 @@ def _study(args) -> int:
             print(f"[ncmse] {restored} runs of the archive {archive.folder(args.study, args.export or None)} are "
                   "valid for this code and data: not trained again")
         on_done = archive.exporter(args.study, cache, args.export or None)
-    results = run_study(args.profile, study=args.study, device=args.device, progress=not args.quiet,
-                        data_root=args.data_root, cache=cache, executor=_executor(args), on_done=on_done)
+    with _data_needed(args), _writable_cache(cache):
+        results = run_study(args.profile, study=args.study, device=args.device, progress=not args.quiet,
+                            data_root=args.data_root, cache=cache, executor=_executor(args), on_done=on_done)
     trained = sum(not r["cached"] for r in results.unique_runs)
     diverged = sum(bool(r.get("diverged")) for r in results.unique_runs)
     print(f"[ncmse] study '{args.study}' at profile '{args.profile}': {len(results.unique_runs)} runs after tuning, "
@@ -325,6 +370,9 @@ def _results(args) -> int:
     from .results import history_frame, runs_frame, write_frame
 
     target = args.csv or args.parquet
+    _check_cache_folder(args)
+    if target is not None:
+        _check_path(target, "--csv" if args.csv else "--parquet")
     cache = _cache(args)
     if args.cache and not cache.root.is_dir():
         raise FileNotFoundError(f"--cache {args.cache}: no results folder {cache.root}")
@@ -364,8 +412,10 @@ def _train_or_sweep(args) -> int:
     for c in configs:
         _check_memory(c)
     print(f"[ncmse] {len(configs)} run(s) at profile '{args.profile}' (cached runs are not retrained)")
-    results = sweep(configs, device=args.device, progress=not args.quiet, data_root=args.data_root, cache=_cache(args),
-                    executor=executor)
+    cache = _cache(args)
+    with _data_needed(args), _writable_cache(cache):
+        results = sweep(configs, device=args.device, progress=not args.quiet, data_root=args.data_root, cache=cache,
+                        executor=executor)
     print(markdown_table(summary_rows(results), list(SUMMARY_COLUMNS)))
     from .cache import describe_run
 
@@ -375,15 +425,194 @@ def _train_or_sweep(args) -> int:
         chance = 1.0 / K + 3 * math.sqrt((1.0 / K) * (1 - 1.0 / K) / n)      # 3 binomial standard deviations
         if not r.get("diverged") and r["test"]["accuracy"] <= chance:
             print(f"[ncmse] note: {describe_run(r['config'])} ended no better than chance (test accuracy "
-                  f"{r['test']['accuracy']:.3f}, K = {K}): the learning rate may be far too small or too large")
+                  f"{r['test']['accuracy']:.3f}, K = {K}): the learning rate may be far too small or too large"
+                  + _also_set(args, "--alpha", "--M"))
     diverged = sum(bool(r.get("diverged")) for r in results)
     if diverged:
         print(f"[ncmse] {diverged} of {len(results)} run(s) diverged (the loss stopped being finite): "
-              "try a smaller --lr")
+              "try a smaller --lr" + _also_set(args, "--weight-decay", "--alpha", "--M"))
     return 0
 
 
 
+
+
+# ------------------------------------------------------------------ odd places, missing data, read-only caches
+
+#: room for what the cache keeps below its folder (results/.locks/<key>.lock, checkpoints/<key>.pt, a write's
+#: temporary file results/.<key>.json.<random>.tmp: 40 bytes at most)
+_BELOW_CACHE = 64
+
+
+def _short(text, keep: int = 48) -> str:
+    """``text`` for a one-line message: whole where short, else its start and end around '…'."""
+    text = str(text)
+    return text if len(text) <= 2 * keep + 1 else f"{text[:keep]}…{text[-keep:]}"
+
+
+def _one_line(exc: BaseException) -> str:
+    """The error line of ``exc``: a path too long for the file system said so, and any very long word
+    (a path of thousands of characters) shortened, so that the line stays readable."""
+    import errno
+    import re
+
+    if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG:
+        return f"a path is too long for this file system ({exc.strerror}): {_short(exc.filename)}"
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return re.sub(r"\S{160,}", lambda m: _short(m.group(0)), text)
+
+
+def _path_limits(path) -> tuple[int, int]:
+    """(PATH_MAX, NAME_MAX) of the file system that holds ``path`` (its nearest existing folder)."""
+    from pathlib import Path
+
+    probe = Path(path)
+    while probe != probe.parent:
+        try:
+            if probe.is_dir():
+                break
+        except OSError:                      # e.g. a name too long to look up
+            pass
+        probe = probe.parent
+    try:
+        return os.pathconf(probe, "PC_PATH_MAX"), os.pathconf(probe, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        return 4096, 255
+
+
+def _check_path(path, option: str, *, below: int = 0) -> None:
+    """Refuse up front, in one line, a path that this file system cannot hold — longer than PATH_MAX
+    (less ``below`` bytes for what will be kept below it) or with a name longer than NAME_MAX — and one
+    that runs through a symbolic link to nothing or a loop of links.  A real folder reached through a
+    symbolic link is fine."""
+    from pathlib import Path
+
+    p = Path(path).expanduser().absolute()
+    path_max, name_max = _path_limits(p)
+    size = len(os.fsencode(str(p)))
+    if size + below >= path_max:
+        room = f"the files kept below it need {below} more, and " if below else ""
+        raise ValueError(f"{option} {_short(p)} is {size:,} bytes long; {room}this file system takes paths of at most "
+                         f"{path_max - 1:,} bytes: give a shorter one")
+    for part in p.parts:
+        if len(os.fsencode(part)) > name_max:
+            raise ValueError(f"{option}: the name {_short(part, 24)} is {len(os.fsencode(part)):,} bytes long; this "
+                             f"file system takes names of at most {name_max} bytes: give a shorter one")
+    prefix = Path(p.anchor)
+    for part in p.parts[1:]:
+        prefix = prefix / part
+        if not os.path.lexists(prefix):
+            break                                   # the rest is created as needed
+        if prefix.is_symlink():
+            try:
+                prefix.resolve(strict=True)
+            except FileNotFoundError:
+                raise FileNotFoundError(f"{option} {_short(p)}: {prefix} is a symbolic link to {os.readlink(prefix)}, "
+                                        "which does not exist; create it, or give another folder") from None
+            except (RuntimeError, OSError):         # a loop of links (RuntimeError before Python 3.13)
+                raise ValueError(f"{option} {_short(p)}: {prefix} is a symbolic link that leads back to itself; "
+                                 "give another folder") from None
+
+
+def _check_cache_folder(args) -> None:
+    """:func:`_check_path` on the cache folder (``--cache``, else $NCMSE_CACHE) and its results and
+    checkpoints folders, before any work."""
+    root = _cache_root(args)
+    if root is None and os.environ.get("NCMSE_CACHE", "").strip():
+        from pathlib import Path
+
+        root, option = Path(os.environ["NCMSE_CACHE"]).expanduser() / "results", "NCMSE_CACHE"
+    else:
+        option = "--cache"
+    if root is not None:
+        _check_path(root.parent, option, below=_BELOW_CACHE)
+        for folder in (root, root.parent / "checkpoints"):
+            _check_path(folder, option)
+
+
+def _also_set(args, *options: str) -> str:
+    """' (or --alpha, --M, which this command sets)' for the options among ``options`` that the command
+    line gave: advice on a failed run names them beside the learning rate."""
+    given = [o for o in options if getattr(args, o.lstrip("-").replace("-", "_"), None) is not None]
+    return f" (or {', '.join(given)}, which this command sets)" if given else ""
+
+
+# ncmse.data's message where a dataset is neither present nor downloadable (worded for the Python API)
+_MISSING_DATA = (r"(?P<what>MNIST|Fashion-MNIST|CIFAR-10) not found under .+? \(expected .+?\)\."
+                 r"(?: The download failed \((?P<failure>.+?)\)\.)?.*?To fix:")
+
+
+def _remove_new_empty_folders(before: dict) -> None:
+    """Remove the folders created since ``before`` (folder → its entries then) that hold no file: what a
+    failed download leaves (torchvision creates ``<Name>/raw`` before it tries)."""
+    for folder, names in before.items():
+        if names is None or not folder.is_dir():
+            continue
+        for name in set(os.listdir(folder)) - names:
+            new = folder / name
+            if new.is_symlink() or not new.is_dir():
+                continue
+            for dirpath, _, _ in os.walk(new, topdown=False):
+                try:
+                    os.rmdir(dirpath)                # only empty folders go
+                except OSError:
+                    pass
+
+
+@contextmanager
+def _data_needed(args):
+    """Around training: a dataset that is neither in the data folder nor downloadable ends in one line in
+    the command line's terms (its options and variables, not the Python API's arguments), and the empty
+    folders that the failed download created are removed."""
+    import re
+
+    from .cache import ROOT
+    from .data import data_root
+
+    base, repo_data = data_root(args.data_root), ROOT / "data"
+    before = {f: (set(os.listdir(f)) if f.is_dir() else None) for f in {base, repo_data}}
+    try:
+        yield
+    except FileNotFoundError as exc:
+        found = re.match(_MISSING_DATA, " ".join(str(exc).split()))
+        if found is None:
+            raise
+        _remove_new_empty_folders(before)
+        what, failure = found["what"], found["failure"]
+        env = os.environ.get("NCMSE_DATA_ROOT")
+        if args.data_root is not None:
+            where, target = f"is not in --data-root {base}", base
+        elif env:
+            where, target = f"is neither in NCMSE_DATA_ROOT={env} (only read) nor in {repo_data}", repo_data
+        else:
+            where, target = f"is not in {base}", base
+        expected = {"MNIST": "the four idx files in MNIST/raw", "Fashion-MNIST": "the four idx files in "
+                    "FashionMNIST/raw"}.get(what, "cifar-10-batches-py, or an image-folder copy or its tarball "
+                                                  "cifar10-jpeg/*.tar.gz")
+        tried = f"; downloading it into {target} failed ({_short(failure, 80)})" if failure else ""
+        raise FileNotFoundError(
+            f"{what} {where} (expected {expected}){tried}. To fix: run the same command with network "
+            f"access (it downloads into {target}), or give --data-root DIR (or set NCMSE_DATA_ROOT=DIR) for a folder "
+            "that holds it, laid out like torchvision's roots (data/README.md names offline copies)") from None
+
+
+@contextmanager
+def _writable_cache(cache):
+    """Around training: a cache that cannot be written to (a read-only file system, no permission) is
+    still read — its runs are served — but a run it lacks ends in one line that says so."""
+    import errno
+
+    try:
+        yield
+    except OSError as exc:
+        folder = cache.root.parent.absolute()
+        name = getattr(exc, "filename", None)
+        inside = name is not None and os.path.abspath(name).startswith(str(folder) + os.sep)
+        if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM) or not inside:
+            raise
+        raise OSError(f"the cache {folder} cannot be written to ({exc.strerror}: {_short(name)}): the runs it holds "
+                      "are read from it, but a run it lacks cannot be trained there; give a writable --cache DIR "
+                      "(a copy of this folder keeps its runs)") from None
 
 
 # ------------------------------------------------------------------ helpers of the sweep command

@@ -12,6 +12,7 @@ run whose loss stops being finite ends as *diverged* and is cached as such.  Tra
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sys
@@ -38,7 +39,9 @@ class ResultsCache:
       produced it (:func:`ncmse.fingerprint.validity`); an entry from other code is *stale*: it is not
       served, and the run is trained again (one line says so).
     * Writes are atomic and durable (:mod:`ncmse.files`); a torn or foreign entry is moved aside to
-      ``<key>.json.corrupt`` with one warning line and retrained.
+      ``<key>.json.corrupt`` with one warning line and retrained.  Earlier evidence is kept: an older
+      ``<key>.json.corrupt`` moves on to the first free ``<key>.json.corrupt.1``, ``.2``, … (the lower
+      the number, the older; ``.corrupt`` itself is the latest).
     * :meth:`lock` is a per-key inter-process lock (``<root>/.locks/<key>.lock``), so that several
       processes or cluster jobs sharing the cache train each configuration once: the others wait and
       then read its result.  It is an OS file lock (``fcntl``, which NFSv4, Lustre and GPFS honour
@@ -88,6 +91,7 @@ class ResultsCache:
         if problem is None:
             return entry, ""
         if fix:
+            _keep_earlier(p.with_name(p.name + ".corrupt"))
             quarantine(p, problem, then="the run is trained again")
         return None, "torn"
 
@@ -173,6 +177,34 @@ class ResultsCache:
                              "differs": differs, "finished": prov.get("finished", "?"),
                              **{k: prov.get(k) for k in ("torch", "device", "threads")}})
         return rows
+
+
+def _keep_earlier(corrupt: Path) -> Path | None:
+    """Move an existing ``corrupt`` (say ``<key>.json.corrupt``) to the first free name ``<name>.1``,
+    ``<name>.2``, …, so that the next :func:`ncmse.files.quarantine` of the same file, which replaces
+    ``corrupt``, keeps the earlier evidence.  Never overwrites: the new name is taken with a hard link,
+    which fails where the name exists (a rename checked beforehand where the file system has no hard
+    links).  Call it while holding the key's lock, as :meth:`ResultsCache.read` does with ``fix``.
+    Returns the new name, or None where there was nothing to move."""
+    for n in itertools.count(1):
+        dest = corrupt.with_name(f"{corrupt.name}.{n}")
+        try:
+            os.link(corrupt, dest)
+        except FileExistsError:
+            continue
+        except FileNotFoundError:          # nothing to keep (or another process moved it first)
+            return None
+        except OSError:                    # no hard links here (some FUSE and SMB mounts)
+            if dest.exists() or dest.is_symlink():
+                continue
+            try:
+                os.rename(corrupt, dest)
+            except FileNotFoundError:
+                return None
+            return dest
+        corrupt.unlink(missing_ok=True)
+        return dest
+    return None                            # unreachable: itertools.count never ends
 
 
 def describe_run(c: dict) -> str:

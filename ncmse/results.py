@@ -190,9 +190,12 @@ def _cached(cache: ResultsCache | None, profile: str | None) -> list[dict]:
     out, skipped = [], []
     for path, entry in (cache or ResultsCache()).entries(skipped):
         try:
-            RunConfig.from_dict(entry["config"])
+            key = RunConfig.from_dict(entry["config"]).key()
         except (TypeError, ValueError):
             skipped.append(path)                 # a document that is not a run of this code's configuration
+            continue
+        if key != path.stem:                     # another run's result under this name (a copy, a damaged
+            skipped.append(path)                 # file): its row would repeat that run, not name this one
             continue
         if entry.get("complete") is True and (profile is None or profile_of(entry["config"]) == profile):
             out.append(entry)

@@ -278,6 +278,34 @@ def _benchmark_table(root: Path) -> str:
     return "\n".join(lines)
 
 
+def _drill_table(root: Path) -> str:
+    """What the interruption drill (``benchmarks/interrupt_drill.py``: ``benchmarks/results/
+    interrupt_drill_cpu.json``) did to a training run's files between kills, one row per damage: the
+    file, the damage, the kills after it, the warnings it gave, and whether the run ended bit-identical
+    to an uninterrupted one."""
+    path = root / "benchmarks" / "results" / "interrupt_drill_cpu.json"
+    try:
+        report = json.loads(path.read_text())
+        kills, damaged = report["kills"], report["damaged_files"]
+        rows = [(t["file"], t["damage"], t["signal"], t["kills_after_damage"], t["warnings"],
+                 "yes" if t["bit_identical"] else "**no**", "yes" if t["traceback"] else "no")
+                for t in damaged["trials"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    kept = damaged.get("corrupt_files_kept") or []
+    lines = ["", "## Interruptions and damaged files", "",
+             f"`benchmarks/interrupt_drill.py` ({report.get('date', '?')}, {report.get('machine', '?')}): one training "
+             f"run through the command line, killed {kills['kills_landed']} times at random moments "
+             f"({sum(t['bit_identical'] for t in kills['trials'])} of {len(kills['trials'])} completed runs "
+             "bit-identical to an uninterrupted one); then its files damaged between kills, each damage followed "
+             "by a launch killed at a random moment and a launch to the end. The same key's result was damaged "
+             f"{len(kept)} times; every damaged file was kept: {', '.join(f'`{k}`' for k in kept) or 'none'}.", "",
+             "| file | damage | signal | kills after it | warnings | bit-identical result | traceback |",
+             "| --- | --- | --- | ---: | ---: | --- | --- |"]
+    lines += [f"| {a} | {b} | {c} | {d} | {e} | {f} | {g} |" for a, b, c, d, e, f, g in rows]
+    return "\n".join(lines)
+
+
 def _archive_table(root: Path) -> str:
     """The committed runs (``data/trained``, ``ncmse.archive``) per study and profile: how many, how
     many of the study's runs that is, and how many today's training code would not reproduce (other
@@ -464,7 +492,8 @@ def run(profile: str = DEFAULT_PROFILE, *, chapters: list[str] | None = None, bu
     status = stage / "book" / "status.md"
     if status.exists():
         table = (_status_table(timings, package_versions()) + "\n" + _book_times(root) + "\n"
-                 + _benchmark_table(root) + "\n" + _cache_table(root) + "\n" + _archive_table(root))
+                 + _benchmark_table(root) + "\n" + _drill_table(root) + "\n" + _cache_table(root) + "\n"
+                 + _archive_table(root))
         status.write_text(status.read_text().replace(STATUS_MARKER, table))
     print("[ncmse] chapter execution times:")
     for entry, r in timings.items():

@@ -67,3 +67,34 @@ def test_step_bench_runs_at_a_smoke_size(tmp_path, monkeypatch):
     assert [e["members"] for e in report["ensemble"]] == [4, 12]
     assert set(report["runs"]["over_before"]) == {"before", "after", "after_final_nc_only"}
     assert report["runs"]["test_accuracy"]["after"] == report["runs"]["test_accuracy"]["after_final_nc_only"]
+
+
+def test_interrupt_drill_damages_files_and_its_committed_report_is_on_the_status_page(monkeypatch):
+    """The drill's damages (binary bytes that are not UTF-8, a strict prefix, another run's file), and its
+    committed report: every damage of DAMAGES tried, each bit-identical after one warning, shown as a row
+    of the status page's drill table."""
+    import random
+
+    from ncmse import runner
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    sys.modules.pop("interrupt_drill", None)
+    import interrupt_drill as drill
+
+    rng, blob = random.Random(0), json.dumps({"config": {"d": 9}, "history": [1, 2, 3]}).encode()
+    binary = drill.damage(blob, "binary bytes", rng)
+    with pytest.raises(UnicodeDecodeError):
+        binary.decode("utf-8")
+    short = drill.damage(blob, "cut short", rng)
+    assert blob.startswith(short) and 0 < len(short) < len(blob)
+    assert drill.damage(blob, "another run's JSON", rng, b'{"config": {"d": 3}}') == b'{"config": {"d": 3}}'
+    with pytest.raises(ValueError):
+        drill.damage(blob, "another run's JSON", rng, blob)
+    report = json.loads((BENCHMARKS / "results" / "interrupt_drill_cpu.json").read_text())
+    trials = report["damaged_files"]["trials"]
+    assert report["passed"] and [(t["file"], t["damage"]) for t in trials] == list(drill.DAMAGES)
+    assert all(t["bit_identical"] and t["warnings"] == 1 and not t["traceback"] for t in trials)
+    assert len(report["damaged_files"]["corrupt_files_kept"]) == sum(f == "result" for f, _ in drill.DAMAGES)
+    assert report["summary"]["result"] == drill.summary(report)["result"]
+    table = runner._drill_table(BENCHMARKS.parent)
+    assert table.count("| yes | no |") == len(drill.DAMAGES)

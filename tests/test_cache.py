@@ -2,6 +2,7 @@
 
 Runs train at the smoke profile on Fashion-MNIST from the offline copy (a few seconds each)."""
 
+import io
 import json
 import logging
 import os
@@ -13,6 +14,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -164,6 +166,114 @@ def test_torn_results_file_is_moved_aside_and_retrained(tmp_path, content, caplo
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1 and str(cache.path(SMOKE)) in warnings[0] and "\n" not in warnings[0]
     assert run(SMOKE, cache=cache, device="cpu", progress=False, data_root=DATA_ROOT)["cached"] is True
+
+
+@needs_data
+def test_the_same_key_corrupted_again_keeps_every_corrupt_file(tmp_path, caplog, capsys):
+    from ncmse.__main__ import main
+
+    argv = ["train", "--profile", "smoke", "--quiet", "--device", "cpu", "--cache", str(tmp_path), "--data-root",
+            str(DATA_ROOT)]
+    assert main(argv) == 0
+    assert main([*argv[:-4], "--d", "3", *argv[-4:]]) == 0            # another run, whose JSON lands here below
+    capsys.readouterr()
+    cache = ResultsCache(tmp_path / "results")
+    path = cache.path(SMOKE.resolved("cpu"))
+    good, other = path.read_bytes(), cache.path(SMOKE.resolved("cpu").replace(d=3)).read_bytes()
+    damages = [b"\xb3\x00\xff binary", good[:len(good) // 2], other]   # binary bytes, truncation, another run's JSON
+    for damage in damages:
+        path.write_bytes(damage)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            rc = main(argv)
+        out, err = capsys.readouterr()
+        warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert rc == 0 and "Traceback" not in err and out.rstrip().endswith("| False |"), (rc, out, err)  # retrained
+        assert len(warnings) == 1 and str(path) in warnings[0] and "\n" not in warnings[0], warnings
+    kept = {p.name: p.read_bytes() for p in cache.root.glob("*.corrupt*")}
+    name = path.name + ".corrupt"
+    assert kept == {f"{name}.1": damages[0], f"{name}.2": damages[1], name: damages[2]}   # oldest first, latest bare
+    assert _same_numbers(json.loads(path.read_text()), json.loads(good))
+    assert main(argv) == 0 and capsys.readouterr().out.rstrip().endswith("| True |")
+
+
+def test_keep_earlier_never_overwrites(tmp_path):
+    from ncmse.cache import _keep_earlier
+
+    corrupt = tmp_path / "k.json.corrupt"
+    assert _keep_earlier(corrupt) is None                               # nothing to keep
+    (tmp_path / "k.json.corrupt.1").write_text("first")
+    corrupt.write_text("second")
+    assert _keep_earlier(corrupt) == tmp_path / "k.json.corrupt.2" and not corrupt.exists()
+    assert (tmp_path / "k.json.corrupt.1").read_text() == "first" and (tmp_path / "k.json.corrupt.2").read_text() == \
+        "second"
+
+
+_CORRUPTER = r"""
+import random, sys, time
+path, seconds = sys.argv[1], float(sys.argv[2])
+kinds = [open(p, "rb").read() for p in sys.argv[3:]]
+rng, end, n = random.Random(0), time.monotonic() + seconds, 0
+while time.monotonic() < end:
+    data = kinds[n % len(kinds)]
+    with open(path, "wb") as f:                 # in place, not atomically: a reader may see any part of it
+        for i in range(0, len(data), 2048):
+            f.write(data[i:i + 2048])
+            f.flush()
+    n += 1
+    time.sleep(rng.uniform(0, 0.02))
+print(n)
+"""
+
+
+@needs_data
+def test_a_reader_never_crashes_nor_serves_a_wrong_result_while_another_process_corrupts_the_file(tmp_path, capsys):
+    """One process rewrites a cached result in place, over and over, with binary bytes, half of it,
+    another run's JSON and the good JSON; meanwhile this process reads it through ``run`` (which trains
+    it again where it finds it damaged) and the ``results`` command and table.  Each read gives the good
+    numbers (cached, or quarantined and retrained: the same bits) or leaves the file out of the table,
+    never a crash or another run's numbers."""
+    from ncmse.__main__ import main
+    from ncmse.results import runs_frame
+
+    cache = ResultsCache(tmp_path / "results")
+    config, other = SMOKE.resolved("cpu"), SMOKE.resolved("cpu").replace(d=3)
+    argv = ["train", "--profile", "smoke", "--quiet", "--device", "cpu", "--cache", str(tmp_path), "--data-root",
+            str(DATA_ROOT)]
+    assert main(argv) == 0             # the command sets this process's threads: every run below trains with them
+    good = json.loads(cache.path(config).read_text())
+    run(other, cache=cache, device="cpu", progress=False, data_root=DATA_ROOT)
+    blobs = tmp_path / "blobs"
+    blobs.mkdir()
+    good_bytes = cache.path(config).read_bytes()
+    for name, data in (("binary", bytes(range(256)) * 8), ("half", good_bytes[:len(good_bytes) // 2]),
+                       ("other", cache.path(other).read_bytes()), ("good", good_bytes)):
+        (blobs / name).write_bytes(data)
+    corrupter = subprocess.Popen([sys.executable, "-c", _CORRUPTER, str(cache.path(config)), "3",
+                                  *(str(blobs / n) for n in ("binary", "half", "other", "good"))],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    capsys.readouterr()
+    reads, retrained = 0, 0
+    try:
+        while corrupter.poll() is None:
+            result = run(config, cache=cache, device="cpu", progress=False, data_root=DATA_ROOT)
+            assert _same_numbers(result, good)
+            retrained += not result["cached"]
+            rc = main(["results", "--cache", str(tmp_path)])
+            out, err = capsys.readouterr()
+            assert rc == 0 and "Traceback" not in err, (rc, err)
+            for frame in (pd.read_csv(io.StringIO(out)), runs_frame(cache)):
+                rows = frame[frame["key"] == config.key()]
+                assert len(rows) <= 1 and (rows["test_accuracy"] == good["test"]["accuracy"]).all()
+                assert set(frame["key"]) <= {config.key(), other.key()} and len(frame) == len(set(frame["key"]))
+            capsys.readouterr()
+            reads += 1
+    finally:
+        corrupter.kill()
+        out, err = corrupter.communicate()
+    assert corrupter.returncode == 0 and int(out) > 20, err                # the corrupter kept writing
+    assert reads >= 3
+    assert _same_numbers(run(config, cache=cache, device="cpu", progress=False, data_root=DATA_ROOT), good)
 
 
 @needs_data

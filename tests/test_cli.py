@@ -69,6 +69,20 @@ BAD = {
     "results cache missing": ["results", "--cache", "/nonexistent/ncmse-cache"],
     "results folder missing": ["results", "--csv", "/nonexistent/folder/runs.csv"],
     "results parquet folder missing": ["results", "--parquet", "/nonexistent/folder/runs.parquet"],
+    # the edges of float and int64
+    "lr that underflows to zero": ["train", "--lr", "1e-400"],
+    "lr negative zero": ["train", "--lr", "-0.0"],
+    "M negative zero": ["train", "--loss", "rmse", "--M", "-0.0"],
+    "weight decay that overflows": ["train", "--weight-decay", "1e999"],
+    "epochs 2**63": ["train", "--epochs", str(2**63)],
+    "epochs 2**63 - 1": ["train", "--epochs", str(2**63 - 1)],
+    "nc epoch 2**63": ["train", "--nc-epochs", str(2**63)],
+    "seed 2**63": ["sweep", "--seed", "0", str(2**63)],
+    "d 2**63 - 1": ["sweep", "--d", "4", str(2**63 - 1)],
+    # paths a file system cannot hold
+    "data root over PATH_MAX": ["train", "--data-root", "/tmp/" + "/".join(["d" * 200] * 25)],
+    "data root name over NAME_MAX": ["train", "--data-root", "/tmp/" + "e" * 300],
+    "csv name over NAME_MAX": ["results", "--csv", "/tmp/" + "c" * 300 + ".csv"],
 }
 
 
@@ -187,3 +201,194 @@ def test_a_run_that_learned_nothing_says_so(tmp_path, capsys):
                "--data-root", str(root)])
     out = capsys.readouterr().out
     assert rc == 0 and "ended no better than chance" in out and "learning rate" in out
+
+
+# --------------------------------------------------------------------- odd places and missing data
+
+def _near_path_max(tmp_path: Path) -> Path:
+    """A folder path 40 bytes short of PATH_MAX (4096 on Linux): valid, but results/<key>.json below it is not."""
+    base = tmp_path / "/".join(["f" * 200] * 19)
+    return base / ("f" * (4096 - 40 - len(str(base)) - 1))
+
+
+def _dangling(tmp_path: Path) -> Path:
+    (tmp_path / "link").symlink_to(tmp_path / "gone")
+    return tmp_path / "link"
+
+
+def _loop(tmp_path: Path) -> Path:
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    return tmp_path / "loop"
+
+
+def _results_dangling(tmp_path: Path) -> Path:
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "results").symlink_to(tmp_path / "gone")
+    return tmp_path / "cache"
+
+
+ODD_CACHES = {          # name: (make the cache folder under tmp_path, what the line says)
+    "cache path over PATH_MAX": (lambda t: t / "/".join(["a" * 200] * 25), "bytes long"),
+    "cache name over NAME_MAX": (lambda t: t / ("b" * 300), "bytes long"),
+    "cache that leaves no room below it": (_near_path_max, "bytes long"),
+    "cache a dangling symbolic link": (_dangling, "does not exist"),
+    "cache a loop of symbolic links": (_loop, "leads back to itself"),
+    "cache whose results folder is a dangling link": (_results_dangling, "does not exist"),
+}
+
+
+@pytest.mark.parametrize("how", ["--cache", "NCMSE_CACHE"])
+@pytest.mark.parametrize("case", list(ODD_CACHES), ids=list(ODD_CACHES))
+def test_a_cache_folder_that_cannot_be_used_gives_one_line(case, how, capsys, tmp_path, monkeypatch):
+    make, says = ODD_CACHES[case]
+    cache = make(tmp_path)
+    monkeypatch.setattr(executors, "sweep", _no_training)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for argv in (["train", "--profile", "smoke"], ["results"]):
+        if how == "--cache":
+            argv = [*argv, "--cache", str(cache)]
+        else:
+            monkeypatch.setenv("NCMSE_CACHE", str(cache))
+        rc, out, err = _run(argv, capsys)
+        lines = err.strip().splitlines()
+        assert rc == 2 and len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in err, err
+        assert says in err and how in err and len(lines[0]) < 600, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before            # nothing created on the way
+
+
+@needs_data
+@pytest.mark.parametrize("place", ["unicode and spaces", "symbolic link to a folder"])
+def test_a_cache_in_an_unusual_but_valid_place_works(place, capsys, tmp_path):
+    if place == "unicode and spaces":
+        cache = tmp_path / "résultats caché ✓ 数据" / "deux mots"
+    else:
+        (tmp_path / "real").mkdir()
+        (tmp_path / "link").symlink_to(tmp_path / "real")
+        cache = tmp_path / "link"
+    argv = ["train", "--profile", "smoke", "--quiet", "--device", "cpu", "--data-root", str(DATA_ROOT), "--cache",
+            str(cache)]
+    rc, out, err = _run(argv, capsys)
+    assert rc == 0 and out.rstrip().endswith("| False |"), err
+    rc, out, err = _run(argv, capsys)
+    assert rc == 0 and out.rstrip().endswith("| True |"), err           # served from the cache
+    rc, out, err = _run(["results", "--cache", str(cache)], capsys)
+    assert rc == 0 and len(out.strip().splitlines()) == 2 and "Traceback" not in err
+    if place != "unicode and spaces":
+        assert len(list((tmp_path / "real" / "results").glob("*.json"))) == 1
+
+
+@needs_data
+@pytest.mark.parametrize("argv, says", [
+    (["--lr", "1e308"], "diverged"),
+    (["--weight-decay", "1e308"], "--weight-decay"),
+    (["--loss", "rmse", "--alpha", "1e308"], "--alpha"),
+    (["--seed", str(2**63 - 1)], "| 9223372036854775807 |"),
+])
+def test_values_at_the_edge_of_float_and_int64_train_to_a_clear_outcome(argv, says, capsys, tmp_path):
+    rc, out, err = _run(["train", "--profile", "smoke", "--epochs", "1", "--quiet", "--device", "cpu", "--data-root",
+                         str(DATA_ROOT), "--cache", str(tmp_path), *argv], capsys)
+    assert rc == 0 and says in out and "Traceback" not in err, (out, err)
+    if "diverged" in out:
+        assert "diverged (the loss stopped being finite): try a smaller --lr" in out
+
+
+def _offline(monkeypatch, tmp_path) -> Path:
+    """No network (every download fails at once), and a stand-in for the repository's data/ folder."""
+    import urllib.error
+    import urllib.request
+
+    from ncmse import cache as cache_module
+    from ncmse import data
+
+    def no_network(*a, **k):
+        raise urllib.error.URLError("no network in this test")
+
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    (tmp_path / "repo" / "data").mkdir(parents=True)
+    monkeypatch.setattr(data, "_REPO_DATA", tmp_path / "repo" / "data")
+    monkeypatch.setattr(cache_module, "ROOT", tmp_path / "repo")
+    return tmp_path / "repo" / "data"
+
+
+@pytest.mark.parametrize("how", ["NCMSE_DATA_ROOT", "--data-root"])
+def test_an_empty_data_root_stays_empty_and_the_advice_is_in_command_line_terms(how, capsys, tmp_path, monkeypatch):
+    repo_data = _offline(monkeypatch, tmp_path)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    argv = ["train", "--profile", "smoke", "--quiet", "--device", "cpu", "--cache", str(tmp_path / "cache")]
+    if how == "NCMSE_DATA_ROOT":
+        monkeypatch.setenv("NCMSE_DATA_ROOT", str(empty))
+    else:
+        argv += ["--data-root", str(empty)]
+    rc, out, err = _run(argv, capsys)
+    lines = err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1 and lines[0].startswith("error: Fashion-MNIST") and "Traceback" not in err, err
+    assert "download=True" not in err and "root=" not in err, err          # no Python arguments
+    assert f"{how}" in err and "--data-root DIR" in err and "network access" in err, err
+    assert list(empty.iterdir()) == []                                      # nothing written into the data root
+    assert list(repo_data.iterdir()) == []                                  # no empty folder left by the download
+
+
+# --------------------------------------------------------------------------- a read-only cache
+
+_READER = r"""
+import contextlib, io, json, sys
+from ncmse.__main__ import main
+out = []
+for argv in json.loads(sys.argv[1]):
+    o, e = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(o), contextlib.redirect_stderr(e):
+        try:
+            rc = main(argv)
+        except SystemExit as exc:
+            rc = exc.code
+    out.append([rc, o.getvalue(), e.getvalue()])
+print("RESULTS" + json.dumps(out))
+"""
+
+
+def _read_only(cache: Path, commands: list[list[str]]) -> list:
+    """Run ``commands`` (ncmse command lines) in one process that sees ``cache`` read-only: a read-only
+    bind mount in a mount namespace of its own as root (who ignores permissions), else ``chmod -R a-w``."""
+    import json
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-c", _READER, json.dumps(commands)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if os.geteuid() == 0:
+        if not shutil.which("unshare"):
+            pytest.skip("root ignores permissions and unshare(1) is missing: no read-only cache to test here")
+        script = 'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && shift && exec "$@"'
+        proc = subprocess.run(["unshare", "-m", "sh", "-c", script, "sh", str(cache), *cmd], capture_output=True,
+                              text=True, env=env, timeout=300)
+        if "RESULTS" not in proc.stdout and ("unshare:" in proc.stderr or "mount:" in proc.stderr):
+            pytest.skip(f"root ignores permissions and no read-only bind mount is allowed here: {proc.stderr[-200:]}")
+    else:
+        modes = {p: p.stat().st_mode for p in [cache, *cache.rglob("*")]}
+        for p in modes:
+            p.chmod(modes[p] & ~0o222)
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+        finally:
+            for p, mode in modes.items():
+                p.chmod(mode)
+    assert "RESULTS" in proc.stdout, proc.stderr[-3000:]
+    return json.loads(proc.stdout.split("RESULTS", 1)[1])
+
+
+@needs_data
+def test_a_read_only_cache_that_holds_the_runs_is_read(capsys, tmp_path):
+    cache = tmp_path / "cache"
+    common = ["--profile", "smoke", "--quiet", "--device", "cpu", "--data-root", str(DATA_ROOT), "--cache", str(cache)]
+    rc, out, err = _run(["sweep", "--d", "3", "5", *common], capsys)
+    assert rc == 0, err
+    files = {p: p.read_bytes() for p in cache.rglob("*") if p.is_file()}
+    (results, cached, new) = _read_only(cache, [["results", "--cache", str(cache)], ["sweep", "--d", "3", "5", *common],
+                                                ["sweep", "--d", "3", "7", *common]])
+    assert results[0] == 0 and len(results[1].strip().splitlines()) == 3 and "Traceback" not in results[2], results
+    assert cached[0] == 0 and cached[1].count("| True |") == 2 and "Traceback" not in cached[2], cached
+    lines = new[2].strip().splitlines()                 # a run it lacks: one line, naming the cache and the fix
+    assert new[0] == 2 and len(lines) == 1 and "cannot be written to" in lines[0] and str(cache) in lines[0], new
+    assert "--cache DIR" in lines[0] and "Traceback" not in new[2]
+    assert {p: p.read_bytes() for p in cache.rglob("*") if p.is_file()} == files     # nothing changed

@@ -1,15 +1,21 @@
 """The executors: sequential, local workers and submitit (debug, local, mocked Slurm) train the same
-runs to the same results, a second call trains nothing, and an interrupted job resumes.
+runs to the same results, a second call trains nothing, and an interrupted job resumes.  A cancelled
+Slurm job (SIGTERM) stops without a result and is reported in one line; a preempted one (SIGTERM, then
+USR2) is still requeued; submitit's warnings go to stderr once.
 
 Every back end trains with one thread, so that their results can be compared bit for bit."""
 
 import os
 import signal
+import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 import torch
+from tqdm import tqdm
 
 from ncmse import cache as cache_module
 from ncmse import executors
@@ -19,6 +25,7 @@ from ncmse.config import RunConfig
 from ncmse.executors import Local, Sequential, Submitit, sweep
 from ncmse.profiles import profile_config
 
+REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 DATA_ROOT = Path(os.environ.get("NCMSE_DATA_ROOT", SHARED))
 pytestmark = pytest.mark.skipif(not (DATA_ROOT / "FashionMNIST" / "raw").exists(),
@@ -173,12 +180,213 @@ def test_from_environment(monkeypatch):
     assert cache_module.ResultsCache  # the cache the executors share
 
 
-def test_the_help_names_the_folder_where_submitit_logs_go(tmp_path):
-    from ncmse.__main__ import _parser
-    from ncmse.cache import ResultsCache
+def test_the_help_names_the_folder_where_submitit_logs_go(tmp_path, monkeypatch):
+    from ncmse.__main__ import _cache, _parser
 
-    help_text = " ".join(_parser()._subparsers._group_actions[0].choices["study"].format_help().split())
-    assert "DIR/submitit of --cache DIR, else data/submitit" in help_text
+    parser = _parser()
+    for command in ("study", "sweep", "train"):
+        help_text = " ".join(parser._subparsers._group_actions[0].choices[command].format_help().split())
+        assert "DIR/submitit of --cache DIR, else $NCMSE_CACHE/submitit, else data/submitit" in help_text
     ex = executors.Submitit(cluster="debug")
-    folder = Path(ex.executor(ResultsCache(tmp_path / "shared" / "results")).folder)
-    assert folder.parent == tmp_path / "shared" / "submitit"          # where the logs really go
+    args = parser.parse_args(["sweep", "--cache", str(tmp_path / "shared")])
+    folder = Path(ex.executor(_cache(args)).folder)                    # where the logs really go: --cache DIR
+    assert folder.parent == tmp_path / "shared" / "submitit"
+    monkeypatch.setenv("NCMSE_CACHE", str(tmp_path / "env"))            # … else $NCMSE_CACHE
+    folder = Path(ex.executor(_cache(parser.parse_args(["sweep"]))).folder)
+    assert folder.parent == tmp_path / "env" / "submitit"
+    monkeypatch.delenv("NCMSE_CACHE")                                   # … else data/ (nothing created)
+    assert executors.submitit_folder(_cache(parser.parse_args(["sweep"]))) == cache_module.ROOT / "data" / "submitit"
+
+
+# ------------------------------------------------------------------ a real Slurm job's signals, emulated
+
+LONG = SMOKE.replace(epochs=40, n_per_class=200, nc_epochs=(20,))      # about 0.1 s an epoch on one core
+
+
+def _fake_slurm_bin(tmp_path: Path) -> Path:
+    """A folder with a fake ``scontrol`` that records its arguments (submitit requeues a preempted job with
+    ``scontrol requeue ID``), to put first on a job's PATH."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    scontrol = bin_dir / "scontrol"
+    scontrol.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path / "scontrol.log"}\n')
+    scontrol.chmod(0o755)
+    return bin_dir
+
+
+def _start_job(job, tmp_path: Path) -> subprocess.Popen:
+    """Run a (mock-)submitted Slurm job as Slurm would: submitit's job entry point in a process of its own,
+    with the job's variables, stdout and stderr going to the job's log files."""
+    env = {**os.environ, "SUBMITIT_EXECUTOR": "slurm", "SLURM_JOB_ID": job.job_id, "OMP_NUM_THREADS": "1",
+           "PATH": f"{_fake_slurm_bin(tmp_path)}{os.pathsep}{os.environ.get('PATH', '')}"}
+    folder = Path(job.paths.folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(job.paths.stdout, "a") as out, open(job.paths.stderr, "a") as err:
+        return subprocess.Popen([sys.executable, "-u", "-m", "submitit.core._submit", str(folder)], cwd=REPO,
+                                env=env, stdout=out, stderr=err)
+
+
+def _wait_for_checkpoint(path: Path, proc: subprocess.Popen, seconds: float = 300) -> None:
+    deadline = time.time() + seconds
+    while not path.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    assert path.exists(), "the job ended before its first checkpoint"
+
+
+def test_a_cancelled_slurm_job_stops_without_writing_a_result(tmp_path, one_thread):
+    """scancel sends SIGTERM (then SIGKILL after KillWait): the run stops at once, keeps its checkpoint,
+    writes no result, and its error says it was cancelled; run again, it resumes from the checkpoint."""
+    from submitit.slurm.test_slurm import mocked_slurm
+
+    cache = ResultsCache(tmp_path / "results")
+    ex = Submitit(cluster="slurm", cpus_per_job=1, folder=str(tmp_path / "jobs"), cancel_grace_s=0.3)
+    with mocked_slurm():
+        (job,) = ex.submit([LONG], cache=cache, device="cpu", data_root=str(DATA_ROOT))
+        proc = _start_job(job, tmp_path)
+        _wait_for_checkpoint(cache.checkpoint_path(LONG), proc)
+        proc.send_signal(signal.SIGTERM)                      # scancel
+        assert proc.wait(timeout=120) != 0
+        with pytest.raises(Exception) as failed:              # noqa: B017 — submitit's FailedJobError
+            job.result()
+    assert executors._was_cancelled(job, failed.value) and "cancelled (SIGTERM)" in str(failed.value)
+    assert not cache.path(LONG).exists() and cache.get(LONG, data_root=DATA_ROOT) is None     # no result
+    epoch = torch.load(cache.checkpoint_path(LONG), weights_only=True)["epoch"]
+    assert 1 <= epoch < LONG.epochs                                                            # its checkpoint
+    log = Path(job.paths.stderr).read_text()
+    assert "Bypassing signal SIGTERM" not in log and "the run stops in 0.3 s" in log
+    results = sweep([LONG], cache=cache, executor=Sequential(), device="cpu", progress=False, data_root=DATA_ROOT)
+    assert results[0]["provenance"]["resumed_at_epoch"] >= epoch                               # resumed
+
+
+def test_a_preempted_slurm_job_is_still_checkpointed_and_requeued(tmp_path, one_thread):
+    """Preemption as submitit signals it (SlurmJob._interrupt: SIGTERM, then USR2): the SIGTERM does not
+    cancel the run; USR2 checkpoints the job and requeues it (``scontrol requeue``), and the requeued job
+    resumes from the run's checkpoint and writes the result."""
+    from submitit.slurm.test_slurm import mocked_slurm
+
+    cache = ResultsCache(tmp_path / "results")
+    ex = Submitit(cluster="slurm", cpus_per_job=1, folder=str(tmp_path / "jobs"), cancel_grace_s=3.0)
+    with mocked_slurm():
+        (job,) = ex.submit([LONG], cache=cache, device="cpu", data_root=str(DATA_ROOT))
+        proc = _start_job(job, tmp_path)
+        _wait_for_checkpoint(cache.checkpoint_path(LONG), proc)
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGUSR2)
+        proc.wait(timeout=120)
+        assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", job.job_id]
+        assert not job.paths.result_pickle.exists() and not cache.path(LONG).exists()
+        again = _start_job(job, tmp_path)                      # Slurm starts the requeued job
+        assert again.wait(timeout=300) == 0
+        summary = job.result()
+    assert summary["key"] == LONG.key() and summary["cached"] is False
+    log = Path(job.paths.stderr).read_text() + Path(job.paths.stdout).read_text()
+    assert "preempted" in log and "Requeued job" in log and "cancelled" not in log
+    result = cache.get(LONG, data_root=DATA_ROOT)
+    assert result["provenance"]["resumed_at_epoch"] >= 1
+    straight = train_mod.train(LONG, device="cpu", progress=False, data_root=DATA_ROOT)
+    assert _numbers([result]) == _numbers([straight])
+
+
+FAKE_SLURM = {     # just enough of Slurm for single jobs of submitit's, on this machine, without accounting
+    "sbatch": """#!/bin/bash
+n=$(( $(cat "$FAKE_SLURM/count" 2>/dev/null || echo 0) + 1 )); echo $n > "$FAKE_SLURM/count"
+touch "$FAKE_SLURM/$n.queued"
+if [ -z "$FAKE_SLURM_HOLD" ]; then SLURM_JOB_ID=$n nohup bash "$1" > /dev/null 2>&1 & fi
+echo "Submitted batch job $n"
+""",
+    "srun": """#!/bin/bash
+while [ $# -gt 0 ]; do
+  case "$1" in --output) out=${2//%j/$SLURM_JOB_ID}; shift 2;; --error) err=${2//%j/$SLURM_JOB_ID}; shift 2;;
+               --*) shift;; *) break;; esac
+done
+out=${out//%t/0}; err=${err//%t/0}; mkdir -p "$(dirname "$out")"
+"$@" >> "$out" 2>> "$err" &
+echo $! > "$FAKE_SLURM/$SLURM_JOB_ID.pid"; wait $!; status=$?
+rm -f "$FAKE_SLURM/$SLURM_JOB_ID.queued"; exit $status
+""",
+    "squeue": """#!/bin/bash
+cd "$FAKE_SLURM" && for f in *.queued; do [ -e "$f" ] && echo "${f%.queued}"; done; exit 0
+""",
+    "scancel": """#!/bin/bash
+rm -f "$FAKE_SLURM/$1.queued"; [ -e "$FAKE_SLURM/$1.pid" ] && kill -TERM "$(cat "$FAKE_SLURM/$1.pid")"; exit 0
+""",
+    "sacct": """#!/bin/bash
+echo "Slurm accounting storage is disabled" >&2; exit 1
+""",
+}
+
+
+@pytest.fixture
+def fake_slurm(tmp_path):
+    """Fake sbatch/srun/squeue/scancel/sacct first on PATH: their environment for a subprocess (jobs are
+    numbered 1, 2, …; srun runs the task, scancel sends it SIGTERM, sacct fails as without accounting)."""
+    bin_dir, state = tmp_path / "bin", tmp_path / "slurm"
+    bin_dir.mkdir()
+    state.mkdir()
+    for name, text in FAKE_SLURM.items():
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", "FAKE_SLURM": str(state),
+           "OMP_NUM_THREADS": "1"}
+    env.pop("NCMSE_DEBUG", None)
+    return env
+
+
+def test_the_command_reports_a_cancelled_slurm_job_in_one_line(tmp_path, fake_slurm):
+    """The drill of a single-node Slurm without accounting, with fake sbatch/srun/scancel/sacct on PATH:
+    `sweep --executor slurm`, then scancel of the running job.  The command ends with status 143 and one
+    line naming the run (key and configuration) and the command that resumes it, no traceback, no result
+    file; submitit's "status may be inaccurate" warning (with sacct's own message) once, on stderr only."""
+    from ncmse.cache import describe_run
+
+    run = SMOKE.replace(epochs=200, n_per_class=200, nc_epochs=(20,))     # it outlasts the default 5 s of grace
+    argv = ["sweep", "--profile", "smoke", "--epochs", "200", "--n-per-class", "200", "--nc-epochs", "20", "--quiet",
+            "--device", "cpu", "--data-root", str(DATA_ROOT), "--cache", str(tmp_path / "cache"),
+            "--executor", "slurm"]
+    proc = subprocess.Popen([sys.executable, "-m", "ncmse", *argv], cwd=REPO, env=fake_slurm, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    cache = ResultsCache(tmp_path / "cache" / "results")
+    _wait_for_checkpoint(cache.checkpoint_path(run), proc)
+    subprocess.run(["scancel", "1"], env=fake_slurm, check=True)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 143 and "Traceback" not in err, (out, err)
+    (line,) = [x for x in err.splitlines() if "cancelled" in x]
+    assert run.key() in line and describe_run(run.to_dict()) in line and "Slurm job 1" in line
+    assert str(tmp_path / "cache" / "checkpoints") in line
+    assert line.endswith("run the same command again: python -m ncmse " + " ".join(argv))
+    assert not any(cache.root.glob("*.json")) and cache.checkpoint_path(run).exists()
+    assert err.count("status may be inaccurate") == 1 and err.count("accounting storage is disabled") == 1, err
+    assert "[ncmse] submitit: Bypassing sacct error" in err
+    assert "submitit" not in out and "sacct" not in out, out
+
+
+def test_a_job_cancelled_while_pending_ends_the_wait_without_sacct(tmp_path, fake_slurm, monkeypatch):
+    """Without accounting submitit never learns that a job cancelled while pending has ended (it left no
+    result): squeue tells, and the driver reports the run as cancelled instead of waiting for ever."""
+    from submitit.slurm.slurm import SlurmJob
+
+    monkeypatch.setenv("PATH", fake_slurm["PATH"])
+    monkeypatch.setenv("FAKE_SLURM", fake_slurm["FAKE_SLURM"])
+    monkeypatch.setenv("FAKE_SLURM_HOLD", "1")                       # the job stays pending
+    cache = ResultsCache(tmp_path / "results")
+    ex = Submitit(cluster="slurm", folder=str(tmp_path / "jobs"), poll_seconds=0.1, queue_check_s=0.5)
+    raised = []
+
+    def drive():                                          # in a thread, so that a driver that hangs fails the test
+        try:
+            ex.train([LONG], cache=cache, device="cpu", data_root=str(DATA_ROOT), bar=tqdm(disable=True))
+        except Exception as exc:
+            raised.append(exc)
+
+    driver = threading.Thread(target=drive, daemon=True)
+    driver.start()
+    time.sleep(1.0)
+    subprocess.run(["scancel", "1"], check=True)
+    driver.join(timeout=120)
+    SlurmJob.watcher.clear()
+    assert not driver.is_alive(), "the driver still waits for a job cancelled 2 minutes ago"
+    (cancelled,) = raised
+    assert isinstance(cancelled, executors.RunsCancelled), cancelled
+    assert [(c.key(), job_id) for c, job_id in cancelled.runs] == [(LONG.key(), "1")]
+    assert "Slurm job 1" in str(cancelled) and LONG.key() in str(cancelled)

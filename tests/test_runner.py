@@ -195,3 +195,29 @@ def test_status_page_names_each_machine_class_and_capability(tmp_path):
                                                   "summary": {"what": "w", "result": "r", "machine": "EPYC"}}))
     bench = runner._benchmark_table(tmp_path)
     assert "EPYC (capability not recorded)" in bench and "EPYC (AVX2, emulated bf16)" in bench
+
+
+def test_status_page_shows_what_the_drill_did_to_damaged_files(tmp_path):
+    """The interruption drill's damaged files, one row each (file, damage, kills, warnings, whether the run
+    ended bit-identical), and the *.corrupt files kept; nothing for a missing or older report."""
+    assert runner._drill_table(tmp_path) == ""
+    results = tmp_path / "benchmarks" / "results"
+    results.mkdir(parents=True)
+
+    def trial(file, damage, same):
+        return {"file": file, "damage": damage, "signal": "SIGKILL", "kills_after_damage": 1, "warnings": 1,
+                "bit_identical": same, "traceback": False}
+
+    report = {"date": "2026-12-07", "machine": "EPYC, 2 cores",
+              "kills": {"kills_landed": 12, "trials": [{"bit_identical": True}, {"bit_identical": True}]},
+              "damaged_files": {"trials": [trial("result", "binary bytes", True),
+                                           trial("checkpoint", "cut short", False)],
+                                "corrupt_files_kept": ["k.json.corrupt.1", "k.json.corrupt"]}}
+    (results / "interrupt_drill_cpu.json").write_text(json.dumps(report))
+    table = runner._drill_table(tmp_path)
+    assert "| result | binary bytes | SIGKILL | 1 | 1 | yes | no |" in table
+    assert "| checkpoint | cut short | SIGKILL | 1 | 1 | **no** | no |" in table
+    assert "killed 12 times" in table and "2 of 2 completed runs" in table and "`k.json.corrupt.1`" in table
+    del report["damaged_files"]                                    # a report from before the drill damaged files
+    (results / "interrupt_drill_cpu.json").write_text(json.dumps(report))
+    assert runner._drill_table(tmp_path) == ""
