@@ -1,7 +1,8 @@
 """Command line: ``python -m ncmse book [--profile cpu] [--chapters …] [--no-build]``; ``train``, ``sweep``
 and ``study`` (every run of the chapter "Deep networks", or with ``--study cifar10`` of the chapter
 "CIFAR-10"; ``--export`` copies them into the tracked archive ``data/trained``) fill the results cache;
-``results`` writes it as one tidy table (``ncmse.results``)."""
+``results`` writes it as one tidy table (``ncmse.results``).  The checks of its input (argument types,
+folders, data, memory) are in ``ncmse.cli_checks``."""
 
 from __future__ import annotations
 
@@ -10,9 +11,23 @@ import math
 import os
 import signal
 import sys
-from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
+from .cli_checks import (
+    cache_root,
+    check_cache_folder,
+    check_memory,
+    check_path,
+    check_places,
+    data_needed,
+    epoch_count,
+    finite_float,
+    one_line,
+    positive_int,
+    seed_value,
+    thread_count,
+    writable_cache,
+)
 from .profiles import DEFAULT_PROFILE, GPU_PROFILE, PRECISIONS, PROFILES, STUDIES, STUDY_PROFILES
 
 if TYPE_CHECKING:
@@ -26,22 +41,10 @@ CACHE_HELP = ("folder of the results cache, shared by every process and job that
               "checkpoints in DIR/checkpoints (default: $NCMSE_CACHE, else data/)")
 
 
-def _cache_root(args):
-    """The results folder that ``--cache`` names (None: the default, $NCMSE_CACHE or data/); an empty
-    ``--cache`` is refused rather than read as the default."""
-    from pathlib import Path
-
-    if getattr(args, "cache", None) is None:
-        return None
-    if not args.cache.strip():
-        raise ValueError("--cache needs a folder (leave it out for $NCMSE_CACHE, else data/)")
-    return Path(args.cache).expanduser() / "results"
-
-
 def _cache(args):
     from .cache import ResultsCache
 
-    return ResultsCache(_cache_root(args))
+    return ResultsCache(cache_root(args))
 
 
 def _results_folder(args):
@@ -49,7 +52,7 @@ def _results_folder(args):
     import os as _os
     from pathlib import Path
 
-    root = _cache_root(args) if getattr(args, "cache", None) else None
+    root = cache_root(args) if getattr(args, "cache", None) else None
     if root is None:
         shared = _os.environ.get("NCMSE_CACHE")
         root = Path(shared).expanduser() / "results" if shared else Path("data") / "results"
@@ -67,7 +70,7 @@ CANCELLED = ("[ncmse] {runs}; finished runs are cached under {results}; to train
 
 
 def _cancelled(args, exc, argv: list[str]) -> str:
-    """The line printed when cluster jobs were cancelled (``ncmse.executors.RunsCancelled``): the runs, by
+    """The line printed when cluster jobs were cancelled (``ncmse.cluster.RunsCancelled``): the runs, by
     key and configuration, and the command that resumes them."""
     import shlex
 
@@ -84,59 +87,6 @@ def _on_sigterm(signum, frame):
     raise _Terminated()
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
-
-
-def _threads(text: str) -> int:
-    """A thread count: positive, and at most 4 × the machine's cores (more only makes threads wait)."""
-    v = _positive_int(text)
-    most = 4 * (os.cpu_count() or 1)
-    if v > most:
-        raise argparse.ArgumentTypeError(f"at most {most} (4 × this machine's {os.cpu_count()} cores), got {v}")
-    return v
-
-
-MAX_SEED = 2**63 - 1      # torch.manual_seed takes a signed 64-bit integer
-
-
-def _seed(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer seed, got {text!r}") from None
-    if not 0 <= v <= MAX_SEED:
-        raise argparse.ArgumentTypeError(f"a seed lies in [0, 2**63 − 1], got {v}")
-    return v
-
-
-MAX_EPOCHS = 100_000     # the book's longest schedule has 200 epochs; 2**63 of them would never end
-
-
-def _epochs(text: str) -> int:
-    v = _positive_int(text)
-    if v > MAX_EPOCHS:
-        raise argparse.ArgumentTypeError(f"at most {MAX_EPOCHS:,} epochs (the book's longest schedule has 200), "
-                                         f"got {v}")
-    return v
-
-
-def _finite_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(v):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return v
-
-
 class _Parser(argparse.ArgumentParser):
     """argparse with its errors in one line (``error: …``, then a pointer to ``--help``), no usage block."""
 
@@ -151,17 +101,17 @@ def _executor_options(p) -> None:
     g.add_argument("--executor", choices=EXECUTORS, default="sequential",
                    help="sequential (default), local (--workers processes), slurm (a job array through submitit), "
                         "submitit-local / submitit-debug (submitit's local and in-process executors)")
-    g.add_argument("--workers", type=_positive_int, help="local: number of processes (default: the cores)")
-    g.add_argument("--threads", type=_threads,
+    g.add_argument("--workers", type=positive_int, help="local: number of processes (default: the cores)")
+    g.add_argument("--threads", type=thread_count,
                    help="threads of this process (sequential; default: all cores but one) or of each worker "
                         "(local; default: cores / workers)")
     g.add_argument("--partition", help="slurm: the partition")
     g.add_argument("--gpus-per-job", type=int, default=0, help="slurm: GPUs per job (default 0)")
-    g.add_argument("--cpus-per-job", type=_positive_int, default=1, help="slurm/submitit: CPUs (threads) per job")
-    g.add_argument("--array-parallelism", type=_positive_int, default=16, help="slurm: jobs running at once")
-    g.add_argument("--timeout-min", type=_positive_int, default=60,
+    g.add_argument("--cpus-per-job", type=positive_int, default=1, help="slurm/submitit: CPUs (threads) per job")
+    g.add_argument("--array-parallelism", type=positive_int, default=16, help="slurm: jobs running at once")
+    g.add_argument("--timeout-min", type=positive_int, default=60,
                    help="slurm/submitit: minutes per job before it is requeued (it resumes from its checkpoint)")
-    g.add_argument("--mem-gb", type=_finite_float, help="slurm: memory per job")
+    g.add_argument("--mem-gb", type=finite_float, help="slurm: memory per job")
     g.add_argument("--submitit-folder", help="slurm/submitit: folder for job scripts and logs (default: submitit "
                                              "beside the results: DIR/submitit of --cache DIR, else "
                                              "$NCMSE_CACHE/submitit, else data/submitit)")
@@ -169,7 +119,8 @@ def _executor_options(p) -> None:
 
 def _executor(args):
     """The back end the command line asks for."""
-    from .executors import Local, Sequential, Submitit
+    from .cluster import Submitit
+    from .executors import Local, Sequential
 
     name = args.executor
     if name != "local" and args.workers:
@@ -201,8 +152,8 @@ def _parser() -> argparse.ArgumentParser:
                            "the others reuse their last execution, which must have succeeded; the site is "
                            "built once every chapter has been executed (on a fresh clone add --no-build)")
     book.add_argument("--no-build", action="store_true", help="execute only; do not build the site")
-    book.add_argument("--timeout", type=_positive_int, default=3600, help="per-cell timeout in seconds")
-    book.add_argument("--workers", type=_positive_int, default=None,
+    book.add_argument("--timeout", type=positive_int, default=3600, help="per-cell timeout in seconds")
+    book.add_argument("--workers", type=positive_int, default=None,
                       help="train the deep-network runs in this many local processes (default: the machine's "
                            f"{os.cpu_count()} cores; 1: one after another in the chapter's kernel)")
     for name, helptext in (("train", "train one configuration (cached under data/results)"),
@@ -212,19 +163,19 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--profile", choices=PROFILES, default=DEFAULT_PROFILE, help="base configuration")
         p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available)")
         p.add_argument("--loss", nargs=many, choices=("mse", "rmse", "ce"))
-        p.add_argument("--d", nargs=many, type=_positive_int, help="feature dimension(s)")
-        p.add_argument("--seed", nargs=many, type=_seed)
+        p.add_argument("--d", nargs=many, type=positive_int, help="feature dimension(s)")
+        p.add_argument("--seed", nargs=many, type=seed_value)
         p.add_argument("--dataset", help="mnist, fashion_mnist or cifar10")
         p.add_argument("--model", help="mlp, cnn or resnet18")
-        p.add_argument("--epochs", type=_epochs)
-        p.add_argument("--nc-epochs", nargs="+", type=_positive_int, metavar="EPOCH",
+        p.add_argument("--epochs", type=epoch_count)
+        p.add_argument("--nc-epochs", nargs="+", type=positive_int, metavar="EPOCH",
                        help="epochs at which NC is measured (the last epoch always is); default: the profile's, "
                             "trimmed to --epochs")
-        p.add_argument("--n-per-class", type=_positive_int)
+        p.add_argument("--n-per-class", type=positive_int)
         for opt, what in (("--lr", "learning rate"), ("--weight-decay", "weight decay"),
                           ("--alpha", "rescaled MSE: weight α of the true class (with --loss rmse)"),
                           ("--M", "rescaled MSE: target M of the true class (with --loss rmse)")):
-            p.add_argument(opt, type=_finite_float, help=what)
+            p.add_argument(opt, type=finite_float, help=what)
         p.add_argument("--linear-features", action="store_true", help="no ReLU on the feature layer")
         p.add_argument("--precision", choices=PRECISIONS, help="fp32, or bf16: training steps under bfloat16 autocast")
         p.add_argument("--data-root", help="dataset folder (default: $NCMSE_DATA_ROOT, else data/)")
@@ -289,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\n" + _interrupted(args, how), file=sys.stderr)
         return 143 if isinstance(exc, _Terminated) else 130
     except RuntimeError as exc:
-        from .executors import RunsCancelled
+        from .cluster import RunsCancelled
 
         if not isinstance(exc, RunsCancelled) or os.environ.get("NCMSE_DEBUG"):
             raise
@@ -298,51 +249,17 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as exc:
         if os.environ.get("NCMSE_DEBUG"):
             raise
-        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
 
 
-def _check_places(args) -> None:
-    """Refuse a device this machine lacks and a data root that is not a folder, before any work."""
-    from pathlib import Path
-
-    from .data import data_root
-    from .train import resolve_device
-
-    resolve_device(args.device)
-    _check_cache_folder(args)
-    if args.data_root is not None:
-        _check_path(args.data_root, "--data-root")
-    if args.data_root is not None and not Path(args.data_root).expanduser().is_dir():
-        raise FileNotFoundError(f"--data-root {args.data_root} is not a folder; give a folder laid out like "
-                                "torchvision's roots (MNIST/raw, FashionMNIST/raw, cifar-10-batches-py, …)")
-    data_root(args.data_root)                 # a $NCMSE_DATA_ROOT that is not a folder
-
-
-# the width of the layer that feeds the d-dimensional feature layer, per model (ncmse.models)
-_FEATURE_INPUT = {"mlp": 256, "cnn": 64 * 8 * 8, "resnet18": 512}
-
-
-def _check_memory(config) -> None:
-    """Refuse, before any work, a feature dimension whose feature layer alone (its weights, their
-    gradients and the optimizer's momentum, float32) would not fit in this machine's memory."""
-    need = 4 * 3 * config.d * (_FEATURE_INPUT.get(config.model, 1) + 10 + 1)
-    try:
-        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return
-    if need > have:
-        raise ValueError(f"--d {config.d} would need at least {need / 2**30:,.0f} GiB for the {config.model}'s feature "
-                         f"layer alone; this machine has {have / 2**30:,.0f} GiB")
-
-
 def _study(args) -> int:
     from .study import run_study
 
-    _check_places(args)
+    check_places(args)
     cache, on_done = _cache(args), None
     if args.export is not None:             # resume from the archive; export each run as it finishes
         from . import archive
@@ -352,7 +269,7 @@ def _study(args) -> int:
             print(f"[ncmse] {restored} runs of the archive {archive.folder(args.study, args.export or None)} are "
                   "valid for this code and data: not trained again")
         on_done = archive.exporter(args.study, cache, args.export or None)
-    with _data_needed(args), _writable_cache(cache):
+    with data_needed(args), writable_cache(cache):
         results = run_study(args.profile, study=args.study, device=args.device, progress=not args.quiet,
                             data_root=args.data_root, cache=cache, executor=_executor(args), on_done=on_done)
     trained = sum(not r["cached"] for r in results.unique_runs)
@@ -370,9 +287,9 @@ def _results(args) -> int:
     from .results import history_frame, runs_frame, write_frame
 
     target = args.csv or args.parquet
-    _check_cache_folder(args)
+    check_cache_folder(args)
     if target is not None:
-        _check_path(target, "--csv" if args.csv else "--parquet")
+        check_path(target, "--csv" if args.csv else "--parquet")
     cache = _cache(args)
     if args.cache and not cache.root.is_dir():
         raise FileNotFoundError(f"--cache {args.cache}: no results folder {cache.root}")
@@ -408,12 +325,12 @@ def _train_or_sweep(args) -> int:
     base = profile_config(args.profile, **changes)
     configs = sweep_configs(base, ds=as_list(args.d), losses=as_list(args.loss), seeds=as_list(args.seed),
                             alpha=args.alpha, M=args.M)
-    _check_places(args)
+    check_places(args)
     for c in configs:
-        _check_memory(c)
+        check_memory(c)
     print(f"[ncmse] {len(configs)} run(s) at profile '{args.profile}' (cached runs are not retrained)")
     cache = _cache(args)
-    with _data_needed(args), _writable_cache(cache):
+    with data_needed(args), writable_cache(cache):
         results = sweep(configs, device=args.device, progress=not args.quiet, data_root=args.data_root, cache=cache,
                         executor=executor)
     print(markdown_table(summary_rows(results), list(SUMMARY_COLUMNS)))
@@ -434,185 +351,11 @@ def _train_or_sweep(args) -> int:
     return 0
 
 
-
-
-
-# ------------------------------------------------------------------ odd places, missing data, read-only caches
-
-#: room for what the cache keeps below its folder (results/.locks/<key>.lock, checkpoints/<key>.pt, a write's
-#: temporary file results/.<key>.json.<random>.tmp: 40 bytes at most)
-_BELOW_CACHE = 64
-
-
-def _short(text, keep: int = 48) -> str:
-    """``text`` for a one-line message: whole where short, else its start and end around '…'."""
-    text = str(text)
-    return text if len(text) <= 2 * keep + 1 else f"{text[:keep]}…{text[-keep:]}"
-
-
-def _one_line(exc: BaseException) -> str:
-    """The error line of ``exc``: a path too long for the file system said so, and any very long word
-    (a path of thousands of characters) shortened, so that the line stays readable."""
-    import errno
-    import re
-
-    if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG:
-        return f"a path is too long for this file system ({exc.strerror}): {_short(exc.filename)}"
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return re.sub(r"\S{160,}", lambda m: _short(m.group(0)), text)
-
-
-def _path_limits(path) -> tuple[int, int]:
-    """(PATH_MAX, NAME_MAX) of the file system that holds ``path`` (its nearest existing folder)."""
-    from pathlib import Path
-
-    probe = Path(path)
-    while probe != probe.parent:
-        try:
-            if probe.is_dir():
-                break
-        except OSError:                      # e.g. a name too long to look up
-            pass
-        probe = probe.parent
-    try:
-        return os.pathconf(probe, "PC_PATH_MAX"), os.pathconf(probe, "PC_NAME_MAX")
-    except (OSError, ValueError, AttributeError):
-        return 4096, 255
-
-
-def _check_path(path, option: str, *, below: int = 0) -> None:
-    """Refuse up front, in one line, a path that this file system cannot hold — longer than PATH_MAX
-    (less ``below`` bytes for what will be kept below it) or with a name longer than NAME_MAX — and one
-    that runs through a symbolic link to nothing or a loop of links.  A real folder reached through a
-    symbolic link is fine."""
-    from pathlib import Path
-
-    p = Path(path).expanduser().absolute()
-    path_max, name_max = _path_limits(p)
-    size = len(os.fsencode(str(p)))
-    if size + below >= path_max:
-        room = f"the files kept below it need {below} more, and " if below else ""
-        raise ValueError(f"{option} {_short(p)} is {size:,} bytes long; {room}this file system takes paths of at most "
-                         f"{path_max - 1:,} bytes: give a shorter one")
-    for part in p.parts:
-        if len(os.fsencode(part)) > name_max:
-            raise ValueError(f"{option}: the name {_short(part, 24)} is {len(os.fsencode(part)):,} bytes long; this "
-                             f"file system takes names of at most {name_max} bytes: give a shorter one")
-    prefix = Path(p.anchor)
-    for part in p.parts[1:]:
-        prefix = prefix / part
-        if not os.path.lexists(prefix):
-            break                                   # the rest is created as needed
-        if prefix.is_symlink():
-            try:
-                prefix.resolve(strict=True)
-            except FileNotFoundError:
-                raise FileNotFoundError(f"{option} {_short(p)}: {prefix} is a symbolic link to {os.readlink(prefix)}, "
-                                        "which does not exist; create it, or give another folder") from None
-            except (RuntimeError, OSError):         # a loop of links (RuntimeError before Python 3.13)
-                raise ValueError(f"{option} {_short(p)}: {prefix} is a symbolic link that leads back to itself; "
-                                 "give another folder") from None
-
-
-def _check_cache_folder(args) -> None:
-    """:func:`_check_path` on the cache folder (``--cache``, else $NCMSE_CACHE) and its results and
-    checkpoints folders, before any work."""
-    root = _cache_root(args)
-    if root is None and os.environ.get("NCMSE_CACHE", "").strip():
-        from pathlib import Path
-
-        root, option = Path(os.environ["NCMSE_CACHE"]).expanduser() / "results", "NCMSE_CACHE"
-    else:
-        option = "--cache"
-    if root is not None:
-        _check_path(root.parent, option, below=_BELOW_CACHE)
-        for folder in (root, root.parent / "checkpoints"):
-            _check_path(folder, option)
-
-
 def _also_set(args, *options: str) -> str:
     """' (or --alpha, --M, which this command sets)' for the options among ``options`` that the command
     line gave: advice on a failed run names them beside the learning rate."""
     given = [o for o in options if getattr(args, o.lstrip("-").replace("-", "_"), None) is not None]
     return f" (or {', '.join(given)}, which this command sets)" if given else ""
-
-
-# ncmse.data's message where a dataset is neither present nor downloadable (worded for the Python API)
-_MISSING_DATA = (r"(?P<what>MNIST|Fashion-MNIST|CIFAR-10) not found under .+? \(expected .+?\)\."
-                 r"(?: The download failed \((?P<failure>.+?)\)\.)?.*?To fix:")
-
-
-def _remove_new_empty_folders(before: dict) -> None:
-    """Remove the folders created since ``before`` (folder → its entries then) that hold no file: what a
-    failed download leaves (torchvision creates ``<Name>/raw`` before it tries)."""
-    for folder, names in before.items():
-        if names is None or not folder.is_dir():
-            continue
-        for name in set(os.listdir(folder)) - names:
-            new = folder / name
-            if new.is_symlink() or not new.is_dir():
-                continue
-            for dirpath, _, _ in os.walk(new, topdown=False):
-                try:
-                    os.rmdir(dirpath)                # only empty folders go
-                except OSError:
-                    pass
-
-
-@contextmanager
-def _data_needed(args):
-    """Around training: a dataset that is neither in the data folder nor downloadable ends in one line in
-    the command line's terms (its options and variables, not the Python API's arguments), and the empty
-    folders that the failed download created are removed."""
-    import re
-
-    from .cache import ROOT
-    from .data import data_root
-
-    base, repo_data = data_root(args.data_root), ROOT / "data"
-    before = {f: (set(os.listdir(f)) if f.is_dir() else None) for f in {base, repo_data}}
-    try:
-        yield
-    except FileNotFoundError as exc:
-        found = re.match(_MISSING_DATA, " ".join(str(exc).split()))
-        if found is None:
-            raise
-        _remove_new_empty_folders(before)
-        what, failure = found["what"], found["failure"]
-        env = os.environ.get("NCMSE_DATA_ROOT")
-        if args.data_root is not None:
-            where, target = f"is not in --data-root {base}", base
-        elif env:
-            where, target = f"is neither in NCMSE_DATA_ROOT={env} (only read) nor in {repo_data}", repo_data
-        else:
-            where, target = f"is not in {base}", base
-        expected = {"MNIST": "the four idx files in MNIST/raw", "Fashion-MNIST": "the four idx files in "
-                    "FashionMNIST/raw"}.get(what, "cifar-10-batches-py, or an image-folder copy or its tarball "
-                                                  "cifar10-jpeg/*.tar.gz")
-        tried = f"; downloading it into {target} failed ({_short(failure, 80)})" if failure else ""
-        raise FileNotFoundError(
-            f"{what} {where} (expected {expected}){tried}. To fix: run the same command with network "
-            f"access (it downloads into {target}), or give --data-root DIR (or set NCMSE_DATA_ROOT=DIR) for a folder "
-            "that holds it, laid out like torchvision's roots (data/README.md names offline copies)") from None
-
-
-@contextmanager
-def _writable_cache(cache):
-    """Around training: a cache that cannot be written to (a read-only file system, no permission) is
-    still read — its runs are served — but a run it lacks ends in one line that says so."""
-    import errno
-
-    try:
-        yield
-    except OSError as exc:
-        folder = cache.root.parent.absolute()
-        name = getattr(exc, "filename", None)
-        inside = name is not None and os.path.abspath(name).startswith(str(folder) + os.sep)
-        if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM) or not inside:
-            raise
-        raise OSError(f"the cache {folder} cannot be written to ({exc.strerror}: {_short(name)}): the runs it holds "
-                      "are read from it, but a run it lacks cannot be trained there; give a writable --cache DIR "
-                      "(a copy of this folder keeps its runs)") from None
 
 
 # ------------------------------------------------------------------ helpers of the sweep command

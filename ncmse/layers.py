@@ -16,9 +16,9 @@ LAYERS = {
                "checks"),
     "training": ("config", "hardware", "data", "loader", "models", "train", "files", "fingerprint", "machine",
                  "threads"),
-    "runs": ("variants", "cache", "executors", "study", "stats", "summary", "mean_geometry", "archive",
+    "runs": ("variants", "cache", "executors", "cluster", "study", "stats", "summary", "mean_geometry", "archive",
              "results", "costs", "profiles", "plotting"),
-    "site": ("runner", "sitecheck", "layers", "pages", "__main__"),
+    "site": ("runner", "sitecheck", "layers", "pages", "cli_checks", "__main__"),
 }
 
 #: layer → what its modules do
@@ -34,7 +34,8 @@ DATA_FLOW = (
     ("profile", "smoke | cpu | paper (gpu, long): every size; outside the fingerprint", ("profiles",)),
     ("configuration", "everything that changes a result; precision 'auto' resolved where it trains",
      ("config", "hardware")),
-    ("executor", "what is not cached trains here, in local workers or a Slurm job array", ("executors",)),
+    ("executor", "what is not cached trains here, in local workers or a Slurm job array",
+     ("executors", "cluster")),
     ("training", "data → model → loss; NC during training; a checkpoint every epoch",
      ("train", "data", "loader", "models", "losses", "metrics")),
     ("results cache", "one JSON per configuration, valid for the code and data that made it",

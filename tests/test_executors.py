@@ -18,11 +18,12 @@ import torch
 from tqdm import tqdm
 
 from ncmse import cache as cache_module
-from ncmse import executors
+from ncmse import cluster, executors
 from ncmse import train as train_mod
 from ncmse.cache import ResultsCache
+from ncmse.cluster import Submitit
 from ncmse.config import RunConfig
-from ncmse.executors import Local, Sequential, Submitit, sweep
+from ncmse.executors import Local, Sequential, sweep
 from ncmse.profiles import profile_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -187,7 +188,7 @@ def test_the_help_names_the_folder_where_submitit_logs_go(tmp_path, monkeypatch)
     for command in ("study", "sweep", "train"):
         help_text = " ".join(parser._subparsers._group_actions[0].choices[command].format_help().split())
         assert "DIR/submitit of --cache DIR, else $NCMSE_CACHE/submitit, else data/submitit" in help_text
-    ex = executors.Submitit(cluster="debug")
+    ex = cluster.Submitit(cluster="debug")
     args = parser.parse_args(["sweep", "--cache", str(tmp_path / "shared")])
     folder = Path(ex.executor(_cache(args)).folder)                    # where the logs really go: --cache DIR
     assert folder.parent == tmp_path / "shared" / "submitit"
@@ -195,7 +196,7 @@ def test_the_help_names_the_folder_where_submitit_logs_go(tmp_path, monkeypatch)
     folder = Path(ex.executor(_cache(parser.parse_args(["sweep"]))).folder)
     assert folder.parent == tmp_path / "env" / "submitit"
     monkeypatch.delenv("NCMSE_CACHE")                                   # … else data/ (nothing created)
-    assert executors.submitit_folder(_cache(parser.parse_args(["sweep"]))) == cache_module.ROOT / "data" / "submitit"
+    assert cluster.submitit_folder(_cache(parser.parse_args(["sweep"]))) == cache_module.ROOT / "data" / "submitit"
 
 
 # ------------------------------------------------------------------ a real Slurm job's signals, emulated
@@ -248,7 +249,7 @@ def test_a_cancelled_slurm_job_stops_without_writing_a_result(tmp_path, one_thre
         assert proc.wait(timeout=120) != 0
         with pytest.raises(Exception) as failed:              # noqa: B017 — submitit's FailedJobError
             job.result()
-    assert executors._was_cancelled(job, failed.value) and "cancelled (SIGTERM)" in str(failed.value)
+    assert cluster._was_cancelled(job, failed.value) and "cancelled (SIGTERM)" in str(failed.value)
     assert not cache.path(LONG).exists() and cache.get(LONG, data_root=DATA_ROOT) is None     # no result
     epoch = torch.load(cache.checkpoint_path(LONG), weights_only=True)["epoch"]
     assert 1 <= epoch < LONG.epochs                                                            # its checkpoint
@@ -387,6 +388,6 @@ def test_a_job_cancelled_while_pending_ends_the_wait_without_sacct(tmp_path, fak
     SlurmJob.watcher.clear()
     assert not driver.is_alive(), "the driver still waits for a job cancelled 2 minutes ago"
     (cancelled,) = raised
-    assert isinstance(cancelled, executors.RunsCancelled), cancelled
+    assert isinstance(cancelled, cluster.RunsCancelled), cancelled
     assert [(c.key(), job_id) for c, job_id in cancelled.runs] == [(LONG.key(), "1")]
     assert "Slurm job 1" in str(cancelled) and LONG.key() in str(cancelled)
