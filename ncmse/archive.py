@@ -110,9 +110,10 @@ def restore(study: str, cache, *, data_root=None, root: Path | str | None = None
     return n
 
 
-def load(study: str, root: Path | str | None = None) -> list[dict]:
+def load(study: str, root: Path | str | None = None, *, device: str | None = None) -> list[dict]:
     """The archived results of ``study``, sorted by (loss, α, M, d, seed); [] when the folder is
-    missing or empty.  A file that is not JSON, not a complete result, or not named by its run's key
+    missing or empty.  ``device``: only the runs trained on that device type (``"cuda"``: the GPU
+    runs, ``"cpu"``: the long study's), by their provenance.  A file that is not JSON, not a complete result, or not named by its run's key
     raises :class:`ArchiveError`: an archive is committed by hand, so a bad file is a mistake to fix,
     not to skip."""
     target = folder(study, root)
@@ -128,7 +129,8 @@ def load(study: str, root: Path | str | None = None) -> list[dict]:
         if RunConfig.from_dict(r["config"]).key() != path.stem:
             raise ArchiveError(f"{path}: its name is not the key of the configuration inside "
                                f"({RunConfig.from_dict(r['config']).key()})")
-        results.append(r)
+        if device is None or str(r.get("provenance", {}).get("device", "")).split(":")[0] == device:
+            results.append(r)
     return sorted(results, key=lambda r: (r["config"]["loss"], r["config"]["alpha"], r["config"]["M"],
                                           r["config"]["d"], r["config"]["seed"]))
 

@@ -14,7 +14,7 @@ from matplotlib.patches import Patch
 
 __all__ = ["use_style", "PALETTE", "FIGSIZE", "gram_heatmap", "subplots", "figure", "markdown_table", "draw_frame",
            "accuracy_against_d", "accuracy_figure", "per_class_figure", "setting_table", "nc_against_d",
-           "per_class_accuracy", "cost_figure", "architecture_figure", "collapse_history_figure"]
+           "per_class_accuracy", "d_ticks", "cost_figure", "architecture_figure", "collapse_history_figure"]
 
 PALETTE = sns.color_palette("colorblind")
 FIGSIZE = (6.4, 3.6)
@@ -148,8 +148,7 @@ def accuracy_against_d(ax, sweep: dict, variants, grid, *, metric: str = "test",
         ax.errorbar(grid, m, yerr=s, marker="o", ms=4, capsize=3, color=PALETTE[i], label=v.label)
     ax.axvline(K - 1, color="0.5", ls="--", lw=1)
     ax.set(xscale="log", xlabel="feature dimension d", ylabel=f"{metric} accuracy")
-    ax.set_xticks(grid, [str(d) for d in grid])
-    ax.minorticks_off()
+    d_ticks(ax, grid)
 
 
 def accuracy_figure(summary, variants=None):
@@ -189,6 +188,19 @@ def setting_table(config, grid, seeds, fields) -> str:
     return f"{table}\n\nFeature dimensions $d$: {', '.join(map(str, grid))}; seeds {', '.join(map(str, seeds))}."
 
 
+def d_ticks(ax, grid, *, min_gap: float = 0.08) -> None:
+    """Ticks at every d of ``grid`` on a log-scaled axis, labelled where a label fits: a label closer
+    than ``min_gap`` decades to the last one kept is left out (d = 9 between 8 and 10, whose place the
+    dashed line at K − 1 marks)."""
+    labels, last = [], None
+    for d in sorted(grid):
+        fits = last is None or np.log10(d / last) >= min_gap
+        labels.append(str(d) if fits else "")
+        last = d if fits else last
+    ax.set_xticks(sorted(grid), labels)
+    ax.minorticks_off()
+
+
 def nc_against_d(axes, rows: list[dict], variants, grid, *, K: int = 10) -> None:
     """NC1 (left, log scale) and NC2 (right) after the last epoch against the feature dimension, one line
     per loss of ``variants``, bars one standard deviation over seeds; on the NC2 panel the NC2 of an
@@ -202,8 +214,7 @@ def nc_against_d(axes, rows: list[dict], variants, grid, *, K: int = 10) -> None
                         label=v.label)
         ax.axvline(K - 1, color="0.5", ls="--", lw=1)
         ax.set(xscale="log", xlabel="feature dimension d", ylabel=f"{key} after the last epoch")
-        ax.set_xticks(grid, [str(d) for d in grid])
-        ax.minorticks_off()
+        d_ticks(ax, grid)
     axes[0].set_yscale("log")
     below = sorted({r["d"] for r in rows if r["d"] < K - 1})
     if below:

@@ -17,7 +17,7 @@ from .profiles import PROFILES, profile_config
 from .stats import Verdict, compare, history_band, mean_sd, pool_seeds, recovery, verdict
 from .variants import CE, MSE, Variant
 
-__all__ = ["StudySummary", "NCSummary", "RescaledSummary", "LinearSummary", "RunTotals", "TerminalPhase"]
+__all__ = ["GapProfile", "StudySummary", "NCSummary", "RescaledSummary", "LinearSummary", "RunTotals", "TerminalPhase"]
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,39 @@ class TerminalPhase:
         cases = "; ".join(f"{label} at d = {d}: {acc:.3f}" for label, d, acc in self.below)
         return (f"Not every run at d ≥ K − 1 reaches a training accuracy of {self.threshold:g} (seed means): {cases}. "
                 "Read the comparison at those d's with that in mind.")
+
+
+@dataclass(frozen=True)
+class GapProfile:
+    """How the accuracy gap of cross-entropy over MSE (CE − MSE, test, seed means) changes across K − 1:
+    ``below`` and ``above`` list (d, gap, clear) for d < K − 1 and d ≥ K − 1; ``grows_as_d_shrinks`` is
+    True when the gap below K − 1 rises strictly with every smaller d; ``ratio`` is the mean gap below
+    over the mean gap above (None without both, or with a mean gap above ≤ 0)."""
+
+    below: tuple
+    above: tuple
+    grows_as_d_shrinks: bool
+    ratio: float | None
+
+    def sentence(self) -> str:
+        """What the gaps say, in one or two sentences for the page."""
+        def span(rows):
+            gaps = [g for _, g, _ in rows]
+            clear = sum(c for _, _, c in rows)
+            lo, hi = min(gaps), max(gaps)
+            value = f"{lo:+.3f}" if len(rows) == 1 else f"{lo:+.3f} to {hi:+.3f}"
+            return f"{value} ({clear} of {len(rows)} clear)"
+        parts = []
+        if self.below:
+            trend = ", growing as d shrinks" if self.grows_as_d_shrinks and len(self.below) > 1 else ""
+            parts.append(f"Below K − 1, cross-entropy leads MSE by {span(self.below)}{trend}")
+        if self.above:
+            parts.append(f"at and above K − 1 by {span(self.above)}")
+        text = "; ".join(parts)
+        text = text[:1].upper() + text[1:] + "." if text else ""
+        if self.ratio is not None:
+            text += f" The mean gap below K − 1 is {self.ratio:.1f} times the mean gap above it."
+        return text
 
 
 @dataclass(frozen=True)
@@ -233,6 +266,18 @@ class StudySummary:
         K, gen = self.results.K, torch.Generator().manual_seed(0)
         return {d: 1.0 - float(etf.random_projection_lost(K, d, 4000, generator=gen).float().mean())
                 if d < K - 1 else 1.0 for d in self.results.grid}
+
+    def gap_profile(self) -> GapProfile:
+        """:class:`GapProfile` of :attr:`comparison` (CE − MSE across K − 1)."""
+        rows = [(r["d"], r["gap"], bool(r["clear"]), r["below"]) for r in self.comparison]
+        below = tuple((d, g, c) for d, g, c, b in rows if b)
+        above = tuple((d, g, c) for d, g, c, b in rows if not b)
+        gaps_by_d = [g for _, g, _ in sorted(below)]                 # ascending d
+        grows = len(gaps_by_d) > 1 and all(x > y for x, y in zip(gaps_by_d, gaps_by_d[1:]))
+        mean_above = sum(g for _, g, _ in above) / len(above) if above else None
+        ratio = (sum(g for _, g, _ in below) / len(below) / mean_above
+                 if below and mean_above is not None and mean_above > 0 else None)
+        return GapProfile(below, above, grows, ratio)
 
     def terminal_phase(self, threshold: float = 0.99) -> TerminalPhase:
         """:class:`TerminalPhase` of the d-sweep (MSE, CE and the rescaled MSE) at d ≥ K−1."""

@@ -386,3 +386,16 @@ def test_committed_archive_is_well_formed_and_on_the_status_page(tmp_path):
     archive.export([r], "cifar10", tmp_path / "data" / "trained")
     table = runner._archive_table(tmp_path)
     assert f"| cifar10 | long | 1 | {study.plan('long', 'cifar10').trainings} | 1 |" in table
+
+
+def test_archive_load_keeps_the_device_asked_for(tmp_path):
+    gpu = [_result(MSE, d, 0, 0.6) for d in (5, 512)]
+    cpu = [_result(CE, d, 0, 0.7) for d in (5, 512)]
+    for r in cpu:
+        r["provenance"]["device"] = "cpu"
+    gpu[1]["provenance"]["device"] = "cuda:1"
+    archive.export(gpu + cpu, "cifar10", tmp_path)
+    assert len(archive.load("cifar10", tmp_path)) == 4
+    assert {r["config"]["loss"] for r in archive.load("cifar10", tmp_path, device="cuda")} == {"mse"}
+    assert len(archive.load("cifar10", tmp_path, device="cuda")) == 2
+    assert {r["config"]["loss"] for r in archive.load("cifar10", tmp_path, device="cpu")} == {"ce"}

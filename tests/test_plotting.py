@@ -58,3 +58,17 @@ def test_architecture_figure_draws_every_stage_and_module():
     assert {stage for stage, _, _ in layers.DATA_FLOW} <= texts
     assert {f"ncmse.{m}" for _, _, mods in layers.DATA_FLOW for m in mods} <= texts
     assert len(fig.legends[0].get_texts()) == len(layers.LAYERS)
+
+
+def test_d_ticks_leave_out_labels_that_would_overlap():
+    import matplotlib.pyplot as plt
+
+    from ncmse.plotting import d_ticks
+
+    fig, ax = plt.subplots()
+    ax.set_xscale("log")
+    d_ticks(ax, [2, 4, 6, 8, 9, 10, 16, 64])
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert list(ax.get_xticks()) == [2, 4, 6, 8, 9, 10, 16, 64]
+    assert labels == ["2", "4", "6", "8", "", "10", "16", "64"]
+    plt.close(fig)

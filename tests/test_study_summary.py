@@ -362,3 +362,22 @@ def test_per_class_figure_and_setting_table(summary):
     assert fig._suptitle.get_text() == f"{summary.title}, d = 4" and ax.get_xticks().size == K
     table = plotting.setting_table(profile_config("smoke"), (4, 16), (0, 1), ["dataset", "epochs"])
     assert "| dataset | fashion_mnist |" in table and table.endswith("Feature dimensions $d$: 4, 16; seeds 0, 1.")
+
+
+def test_gap_profile_reads_the_comparison_across_k_minus_1():
+    from ncmse.summary import GapProfile, StudySummary
+
+    s = StudySummary(results=None)
+    rows = [(2, 0.20, True), (4, 0.14, True), (6, 0.09, True), (8, 0.07, True), (9, 0.03, True),
+            (10, 0.02, False), (16, 0.04, True)]
+    s.__dict__["comparison"] = [{"d": d, "gap": g, "clear": c, "below": d < 9} for d, g, c in rows]
+    p = s.gap_profile()
+    assert p.grows_as_d_shrinks and [d for d, _, _ in p.below] == [2, 4, 6, 8]
+    assert p.ratio == pytest.approx((0.20 + 0.14 + 0.09 + 0.07) / 4 / 0.03)
+    text = p.sentence()
+    assert "+0.070 to +0.200 (4 of 4 clear), growing as d shrinks" in text
+    assert "+0.020 to +0.040 (2 of 3 clear)" in text and "4.2 times" in text
+    s.__dict__["comparison"][1]["gap"] = 0.25                      # no longer monotone in d
+    assert not StudySummary.gap_profile(s).grows_as_d_shrinks
+    assert GapProfile((), ((16, -0.01, False),), False, None).sentence() == \
+        "At and above K − 1 by -0.010 (0 of 1 clear)."
