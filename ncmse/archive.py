@@ -113,9 +113,9 @@ def restore(study: str, cache, *, data_root=None, root: Path | str | None = None
 def load(study: str, root: Path | str | None = None, *, device: str | None = None) -> list[dict]:
     """The archived results of ``study``, sorted by (loss, α, M, d, seed); [] when the folder is
     missing or empty.  ``device``: only the runs trained on that device type (``"cuda"``: the GPU
-    runs, ``"cpu"``: the long study's), by their provenance.  A file that is not JSON, not a complete result, or not named by its run's key
-    raises :class:`ArchiveError`: an archive is committed by hand, so a bad file is a mistake to fix,
-    not to skip."""
+    runs, ``"cpu"``: the long study's), by their provenance.  A file that is not JSON, not a complete
+    result, or not named by its run's key raises :class:`ArchiveError`: an archive is committed by
+    hand, so a bad file is a mistake to fix, not to skip."""
     target = folder(study, root)
     if not target.is_dir():
         return []
