@@ -273,7 +273,7 @@ class StudySummary:
         below = tuple((d, g, c) for d, g, c, b in rows if b)
         above = tuple((d, g, c) for d, g, c, b in rows if not b)
         gaps_by_d = [g for _, g, _ in sorted(below)]                 # ascending d
-        grows = len(gaps_by_d) > 1 and all(x > y for x, y in zip(gaps_by_d, gaps_by_d[1:]))
+        grows = len(gaps_by_d) > 1 and all(x > y for x, y in zip(gaps_by_d[:-1], gaps_by_d[1:], strict=True))
         mean_above = sum(g for _, g, _ in above) / len(above) if above else None
         ratio = (sum(g for _, g, _ in below) / len(below) / mean_above
                  if below and mean_above is not None and mean_above > 0 else None)
