@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -234,17 +235,25 @@ def _wait_for_checkpoint(path: Path, proc: subprocess.Popen, seconds: float = 30
     assert path.exists(), "the job ended before its first checkpoint"
 
 
-def test_a_cancelled_slurm_job_stops_without_writing_a_result(tmp_path, one_thread):
-    """scancel sends SIGTERM (then SIGKILL after KillWait): the run stops at once, keeps its checkpoint,
-    writes no result, and its error says it was cancelled; run again, it resumes from the checkpoint."""
+@contextmanager
+def _job_under_way(tmp_path, *, cancel_grace_s: float):
+    """Under submitit's mocked Slurm: LONG submitted as one job, started in its own process and past its
+    first checkpoint; yields (cache, job, process)."""
     from submitit.slurm.test_slurm import mocked_slurm
 
     cache = ResultsCache(tmp_path / "results")
-    ex = Submitit(cluster="slurm", cpus_per_job=1, folder=str(tmp_path / "jobs"), cancel_grace_s=0.3)
+    ex = Submitit(cluster="slurm", cpus_per_job=1, folder=str(tmp_path / "jobs"), cancel_grace_s=cancel_grace_s)
     with mocked_slurm():
         (job,) = ex.submit([LONG], cache=cache, device="cpu", data_root=str(DATA_ROOT))
         proc = _start_job(job, tmp_path)
         _wait_for_checkpoint(cache.checkpoint_path(LONG), proc)
+        yield cache, job, proc
+
+
+def test_a_cancelled_slurm_job_stops_without_writing_a_result(tmp_path, one_thread):
+    """scancel sends SIGTERM (then SIGKILL after KillWait): the run stops at once, keeps its checkpoint,
+    writes no result, and its error says it was cancelled; run again, it resumes from the checkpoint."""
+    with _job_under_way(tmp_path, cancel_grace_s=0.3) as (cache, job, proc):
         proc.send_signal(signal.SIGTERM)                      # scancel
         assert proc.wait(timeout=120) != 0
         with pytest.raises(Exception) as failed:              # noqa: B017 — submitit's FailedJobError
@@ -263,14 +272,7 @@ def test_a_preempted_slurm_job_is_still_checkpointed_and_requeued(tmp_path, one_
     """Preemption as submitit signals it (SlurmJob._interrupt: SIGTERM, then USR2): the SIGTERM does not
     cancel the run; USR2 checkpoints the job and requeues it (``scontrol requeue``), and the requeued job
     resumes from the run's checkpoint and writes the result."""
-    from submitit.slurm.test_slurm import mocked_slurm
-
-    cache = ResultsCache(tmp_path / "results")
-    ex = Submitit(cluster="slurm", cpus_per_job=1, folder=str(tmp_path / "jobs"), cancel_grace_s=3.0)
-    with mocked_slurm():
-        (job,) = ex.submit([LONG], cache=cache, device="cpu", data_root=str(DATA_ROOT))
-        proc = _start_job(job, tmp_path)
-        _wait_for_checkpoint(cache.checkpoint_path(LONG), proc)
+    with _job_under_way(tmp_path, cancel_grace_s=3.0) as (cache, job, proc):
         proc.send_signal(signal.SIGTERM)
         time.sleep(0.2)
         proc.send_signal(signal.SIGUSR2)
