@@ -38,7 +38,7 @@ class Submitit(Executor):
     configuration with ``cpus_per_job`` threads and ``gpus_per_job`` GPUs for at most ``timeout_min``
     minutes; preempted or timed out, it is requeued and resumes from its checkpoint.  Cancelled
     (``scancel``: SIGTERM that no preemption signal follows within ``cancel_grace_s`` seconds, see
-    :class:`TrainJob`), it stops, keeps its checkpoint, writes no result, and :meth:`train` raises
+    :class:`TrainJob`), it stops, keeps its checkpoint, writes no result, and ``train`` raises
     :class:`RunsCancelled` once every other job has ended.  Where Slurm has no accounting (``sacct``
     fails), every ``queue_check_s`` seconds ``squeue`` tells which jobs left the queue without a result
     (e.g. cancelled while pending), for which submitit alone would wait for ever.  Logs and the jobs'
@@ -295,7 +295,7 @@ def _cluster_warnings():
 
 class TrainJob:
     """:func:`ncmse.executors.train_job` as a submitit checkpointable callable: on preemption or timeout
-    submitit calls :meth:`checkpoint`, which requeues the same job; the run then resumes from its own
+    submitit calls ``checkpoint``, which requeues the same job; the run then resumes from its own
     per-epoch checkpoint in the cache folder.
 
     Signals, inside a submitit job (submitit's handlers installed): the preemption signal (``USR2``,

@@ -71,7 +71,7 @@ def _whoami(seconds: float = 0.0) -> tuple:
 
 
 class Executor:
-    """A back end: :meth:`train` trains configurations that are not cached into ``cache`` and returns,
+    """A back end: :meth:`Executor.train` trains configurations that are not cached into ``cache`` and returns,
     per key, whether it trained the run (False where another process had meanwhile)."""
 
     name = "executor"

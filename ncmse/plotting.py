@@ -332,7 +332,7 @@ COLLAPSE_PANELS = (("NC1", "NC1 (log scale)"), ("NC2", "NC2"), ("NC3", "NC3"), (
 
 def collapse_history_figure(history: list[dict]):
     """NC1–NC4, NC4_ncc and the accuracy against the epoch, one panel each (2 × 3), from ``history``:
-    one dict of :func:`ncmse.measure_collapse` per epoch with an ``"epoch"`` key added (the page
+    one dict of :func:`ncmse.collapse.measure_collapse` per epoch with an ``"epoch"`` key added (the page
     "Measure collapse in your own network").  Panels whose metric is absent are left out."""
     panels = [(k, label) for k, label in COLLAPSE_PANELS if all(k in h for h in history)]
     fig, axes = subplots(2, 3, width=9.6, height=5.2, sharex=True)
