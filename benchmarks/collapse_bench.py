@@ -4,8 +4,9 @@ Run from the repository root:  python benchmarks/collapse_bench.py [--out benchm
 
 The setting is the paper's CIFAR-10 scale: N = 50,000 features of dimension d = 512, K = 10 classes, in
 batches of 1,024, through a model whose classifier (an ``nn.Linear``) sees the stored features
-directly, so that the numbers measure the metric computation and its passes; with a real network every
-pass is also a forward pass over the data, which the report counts. Methods:
+(as a fresh tensor each batch, as a network's layer makes them), so that the numbers measure the metric
+computation and its passes; with a real network every pass is also a forward pass over the data, which
+the report counts. Methods:
 
 * ``one pass``: ``measure_collapse(ncc=None)``: NC1–NC4 and the accuracy from one pass;
 * ``one pass + NC4_ncc pass``: ``measure_collapse()``, the default: NC4_ncc in a second pass;
@@ -61,9 +62,17 @@ class Batches:
             yield self.X[i:i + self.B], self.y[i:i + self.B]
 
 
+class Fresh(nn.Module):
+    """The stored features as a new tensor each batch, as a network's layer makes them (so that keeping
+    them costs their memory, as it would behind a real network)."""
+
+    def forward(self, x):
+        return x.clone()
+
+
 def classifier(W: torch.Tensor) -> nn.Module:
-    """A model whose last ``nn.Linear`` sees the features as they come (W (K, d), no bias)."""
-    model = nn.Sequential(nn.Identity(), nn.Linear(W.shape[1], W.shape[0], bias=False))
+    """A model whose last ``nn.Linear`` sees the features (W (K, d), no bias)."""
+    model = nn.Sequential(Fresh(), nn.Linear(W.shape[1], W.shape[0], bias=False))
     model[1].weight.data.copy_(W)
     return model
 
