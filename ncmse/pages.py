@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 
-__all__ = ["glue_fields", "glue_values", "field_values"]
+__all__ = ["glue_fields", "glue_values", "field_values", "collapse_history_sentence"]
 
 
 def field_values(obj, *names: str) -> dict:
@@ -41,3 +41,26 @@ def glue_values(**values) -> dict:
     for name, value in values.items():
         glue(name, value, display=False)
     return values
+
+
+def collapse_history_sentence(history: list[dict], *, terminal: float = 0.99) -> str:
+    """What a history of :func:`ncmse.collapse.measure_collapse` dicts (one per epoch, with ``"epoch"``)
+    says from its first epoch to its last: NC1, the accuracy and NC4_ncc, each with whether it fell or
+    rose, and whether the network reached the terminal phase (accuracy ≥ ``terminal``); where it did not
+    but NC1 fell more than threefold, that its features are on their way to collapse (the page "Measure
+    collapse in your own network")."""
+    first, last = history[0], history[-1]
+
+    def went(key):
+        return "fell" if last[key] < first[key] else "rose"
+
+    text = (f"Over {len(history)} epochs on {last['N']} images, NC1 {went('NC1')} from {first['NC1']:.3g} to "
+            f"{last['NC1']:.3g}, and the training accuracy {went('accuracy')} from {first['accuracy']:.3f} to "
+            f"{last['accuracy']:.3f}. NC4_ncc {went('NC4_ncc')} from {first['NC4_ncc']:.3f} to "
+            f"{last['NC4_ncc']:.3f}. ")
+    if last["accuracy"] >= terminal:
+        return text + "The network fits its training images: it is in the terminal phase."
+    text += f"The network has not reached the terminal phase on this budget (training accuracy below {terminal:g})"
+    if last["NC1"] < first["NC1"] / 3:
+        return text + "; its features are on their way to collapse, NC1 falling as the images are fitted."
+    return text + "."

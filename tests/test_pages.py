@@ -27,3 +27,17 @@ def test_fields_are_glued_under_their_own_names(monkeypatch):
         pages.field_values(s, "nothing")
     with pytest.raises(TypeError, match="not a dataclass"):
         pages.field_values(object())
+
+
+def test_collapse_history_sentence_says_what_changed_and_the_phase():
+    from ncmse.pages import collapse_history_sentence
+
+    h = [{"epoch": 1, "N": 500, "NC1": 20.0, "accuracy": 0.1, "NC4_ncc": 0.9},
+         {"epoch": 2, "N": 500, "NC1": 2.0, "accuracy": 0.95, "NC4_ncc": 0.2}]
+    text = collapse_history_sentence(h)
+    assert text.startswith("Over 2 epochs on 500 images, NC1 fell from 20 to 2,")
+    assert "accuracy rose from 0.100 to 0.950" in text and "on their way to collapse" in text
+    h[1]["NC1"] = 30.0
+    assert collapse_history_sentence(h).endswith("(training accuracy below 0.99).")
+    h[1]["accuracy"] = 1.0
+    assert collapse_history_sentence(h).endswith("it is in the terminal phase.")
