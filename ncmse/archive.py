@@ -27,9 +27,9 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from .cache import ROOT
 from .config import RunConfig
 from .files import atomic_write_text
+from .paths import DATA
 from .profiles import check_study
 
 __all__ = ["ARCHIVE", "ArchiveError", "ArchiveIncomplete", "folder", "export", "exporter", "restore", "load",
@@ -38,7 +38,7 @@ __all__ = ["ARCHIVE", "ArchiveError", "ArchiveIncomplete", "folder", "export", "
 
 #: the committed results' folder, ``data/trained``; ``$NCMSE_ARCHIVE`` points a build at another archive (e.g. one
 #: being assembled from a cluster's runs)
-ARCHIVE = Path(os.environ["NCMSE_ARCHIVE"]) if os.environ.get("NCMSE_ARCHIVE") else ROOT / "data" / "trained"
+ARCHIVE = Path(os.environ["NCMSE_ARCHIVE"]) if os.environ.get("NCMSE_ARCHIVE") else DATA / "trained"
 PROVENANCE = ("device", "torch", "git", "finished", "wall_seconds", "machine")
 
 

@@ -12,13 +12,13 @@ run whose loss stops being finite ends as *diverged* and is cached as such.  Tra
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
 
+from . import paths
 from . import train as train_module
 from .config import RunConfig
 from .files import atomic_write_text, quarantine
@@ -27,8 +27,6 @@ from .variants import loss_label
 
 __all__ = ["ResultsCache", "run", "divergence_text", "describe_run"]
 
-#: the repository (or source tree) the package lives in: its data/ and benchmarks/ folders hang off it
-ROOT = Path(__file__).resolve().parent.parent
 
 class ResultsCache:
     """Results keyed by :meth:`ncmse.config.RunConfig.key` under ``root``, safe to share.  Default root:
@@ -39,9 +37,9 @@ class ResultsCache:
       produced it (:func:`ncmse.fingerprint.validity`); an entry from other code is *stale*: it is not
       served, and the run is trained again (one line says so).
     * Writes are atomic and durable (:mod:`ncmse.files`); a torn or foreign entry is moved aside to
-      ``<key>.json.corrupt`` with one warning line and retrained.  Earlier evidence is kept: an older
-      ``<key>.json.corrupt`` moves on to the first free ``<key>.json.corrupt.1``, ``.2``, … (the lower
-      the number, the older; ``.corrupt`` itself is the latest).
+      the first free name of ``<key>.json.corrupt``, ``<key>.json.corrupt.1``, ``.2``, … with one
+      warning line and retrained (:func:`ncmse.files.quarantine`: earlier evidence is never replaced;
+      the higher the number, the later).
     * :meth:`lock` is a per-key inter-process lock (``<root>/.locks/<key>.lock``), so that several
       processes or cluster jobs sharing the cache train each configuration once: the others wait and
       then read its result.  It is an OS file lock (``fcntl``, which NFSv4, Lustre and GPFS honour
@@ -55,7 +53,7 @@ class ResultsCache:
     def __init__(self, root: Path | str | None = None, *, lock: str | None = None):
         if root is None:              # $NCMSE_CACHE: a cache folder shared by several checkouts or jobs
             shared = os.environ.get("NCMSE_CACHE")
-            root = Path(shared).expanduser() / "results" if shared else ROOT / "data" / "results"
+            root = Path(shared).expanduser() / "results" if shared else paths.DATA / "results"
         self.root = Path(root)
         self.lock_kind = lock or os.environ.get("NCMSE_LOCK", "file")
         if self.lock_kind not in ("file", "soft"):
@@ -91,7 +89,6 @@ class ResultsCache:
         if problem is None:
             return entry, ""
         if fix:
-            _keep_earlier(p.with_name(p.name + ".corrupt"))
             quarantine(p, problem, then="the run is trained again")
         return None, "torn"
 
@@ -177,38 +174,6 @@ class ResultsCache:
                              "differs": differs, "finished": prov.get("finished", "?"),
                              **{k: prov.get(k) for k in ("torch", "device", "threads")}})
         return rows
-
-
-def _keep_earlier(corrupt: Path) -> Path | None:
-    """Move an existing ``corrupt`` (say ``<key>.json.corrupt``) to the first free name ``<name>.1``,
-    ``<name>.2``, …, so that the next :func:`ncmse.files.quarantine` of the same file, which replaces
-    ``corrupt``, keeps the earlier evidence.  Never overwrites: the new name is taken with a hard link,
-    which fails where the name exists (a rename checked beforehand where the file system has no hard
-    links).  Call it while holding the key's lock, as :meth:`ResultsCache.read` does with ``fix``.
-    Returns the new name, or None where there was nothing to move.
-
-    A stopgap at the wrong depth: :func:`ncmse.files.quarantine` itself should pick a free name, so that
-    checkpoints and decoded data caches keep their earlier evidence too.  ``ncmse.files`` is in the
-    training fingerprint, so that waits for the next training-code change, which should remove this."""
-    for n in itertools.count(1):
-        dest = corrupt.with_name(f"{corrupt.name}.{n}")
-        try:
-            os.link(corrupt, dest)
-        except FileExistsError:
-            continue
-        except FileNotFoundError:          # nothing to keep (or another process moved it first)
-            return None
-        except OSError:                    # no hard links here (some FUSE and SMB mounts)
-            if dest.exists() or dest.is_symlink():
-                continue
-            try:
-                os.rename(corrupt, dest)
-            except FileNotFoundError:
-                return None
-            return dest
-        corrupt.unlink(missing_ok=True)
-        return dest
-    return None                            # unreachable: itertools.count never ends
 
 
 def describe_run(c: dict) -> str:

@@ -207,64 +207,28 @@ def check_memory(config) -> None:
 
 # ------------------------------------------------------------------ missing data, read-only caches
 
-# ncmse.data's message where a dataset is neither present nor downloadable (worded for the Python API).
-# Matching its text is a stopgap: ncmse.data is in the training fingerprint, so it changes only with the
-# next training-code change, which should raise a FileNotFoundError subclass carrying what/root/failure
-# and remove the empty <Name>/raw folders itself; then this regex and _remove_new_empty_folders go.
-_MISSING_DATA = (r"(?P<what>MNIST|Fashion-MNIST|CIFAR-10) not found under .+? \(expected .+?\)\."
-                 r"(?: The download failed \((?P<failure>.+?)\)\.)?.*?To fix:")
-
-
-def _remove_new_empty_folders(before: dict) -> None:
-    """Remove the folders created since ``before`` (folder → its entries then) that hold no file: what a
-    failed download leaves (torchvision creates ``<Name>/raw`` before it tries)."""
-    for folder, names in before.items():
-        if names is None or not folder.is_dir():
-            continue
-        for name in set(os.listdir(folder)) - names:
-            new = folder / name
-            if new.is_symlink() or not new.is_dir():
-                continue
-            for dirpath, _, _ in os.walk(new, topdown=False):
-                try:
-                    os.rmdir(dirpath)                # only empty folders go
-                except OSError:
-                    pass
-
-
 @contextmanager
 def data_needed(args):
-    """Around training: a dataset that is neither in the data folder nor downloadable ends in one line in
-    the command line's terms (its options and variables, not the Python API's arguments), and the empty
-    folders that the failed download created are removed."""
-    import re
+    """Around training: a dataset that is neither in the data folder nor downloadable
+    (:class:`ncmse.data.DataMissing`, which has already removed the empty folders a failed download
+    left) ends in one line in the command line's terms: its options and variables, not the Python API's
+    arguments."""
+    from .data import DataMissing
 
-    from .cache import ROOT
-    from .data import data_root
-
-    base, repo_data = data_root(args.data_root), ROOT / "data"
-    before = {f: (set(os.listdir(f)) if f.is_dir() else None) for f in {base, repo_data}}
     try:
         yield
-    except FileNotFoundError as exc:
-        found = re.match(_MISSING_DATA, " ".join(str(exc).split()))
-        if found is None:
-            raise
-        _remove_new_empty_folders(before)
-        what, failure = found["what"], found["failure"]
+    except DataMissing as exc:
         env = os.environ.get("NCMSE_DATA_ROOT")
+        target = exc.target or exc.root
         if args.data_root is not None:
-            where, target = f"is not in --data-root {base}", base
+            where = f"is not in --data-root {exc.root}"
         elif env:
-            where, target = f"is neither in NCMSE_DATA_ROOT={env} (only read) nor in {repo_data}", repo_data
+            where = f"is neither in NCMSE_DATA_ROOT={env} (only read) nor in {target}"
         else:
-            where, target = f"is not in {base}", base
-        expected = {"MNIST": "the four idx files in MNIST/raw", "Fashion-MNIST": "the four idx files in "
-                    "FashionMNIST/raw"}.get(what, "cifar-10-batches-py, or an image-folder copy or its tarball "
-                                                  "cifar10-jpeg/*.tar.gz")
-        tried = f"; downloading it into {target} failed ({_short(failure, 80)})" if failure else ""
+            where = f"is not in {exc.root}"
+        tried = f"; downloading it into {target} failed ({_short(exc.failure, 80)})" if exc.failure else ""
         raise FileNotFoundError(
-            f"{what} {where} (expected {expected}){tried}. To fix: run the same command with network "
+            f"{exc.what} {where} (expected {exc.expected}){tried}. To fix: run the same command with network "
             f"access (it downloads into {target}), or give --data-root DIR (or set NCMSE_DATA_ROOT=DIR) for a folder "
             "that holds it, laid out like torchvision's roots (data/README.md names offline copies)") from None
 

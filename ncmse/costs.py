@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from .cache import ROOT
+from .paths import ROOT
 from .profiles import STUDIES, profile_config, study_profiles
 from .study import plan
 

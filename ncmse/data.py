@@ -20,9 +20,10 @@ Where the data come from (:func:`data_root`): the ``root`` argument, else the en
 
 A dataset file that is present but damaged (a truncated idx file, a CIFAR-10 batch that fails its md5
 check, an unreadable tarball) raises :class:`DataFileError`, one line naming the file and the fix; only
-absent files lead to a download or to the next copy in line.  A torn decoded cache is moved aside to
-``<split>.pt.corrupt`` with a warning and decoded again.  :func:`describe_source` names, from file
-names and sizes alone, the copy that :func:`load_dataset` would read.
+absent files lead to a download or to the next copy in line, and data found nowhere raise
+:class:`DataMissing`.  A torn decoded cache is moved aside to the first free name of
+``<split>.pt.corrupt``, ``<split>.pt.corrupt.1``, … with a warning and decoded again.
+:func:`describe_source` names, from file names and sizes alone, the copy that :func:`load_dataset` would read.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from urllib.error import URLError
 import numpy as np
 import torch
 
+from . import paths
 from .files import atomic_torch_save, quarantine
 
 __all__ = [
@@ -50,6 +52,7 @@ __all__ = [
     "SPLITS",
     "Tensors",
     "DataFileError",
+    "DataMissing",
     "data_root",
     "load_dataset",
     "describe_source",
@@ -58,7 +61,6 @@ __all__ = [
 DATASETS = ("mnist", "fashion_mnist", "cifar10")
 SPLITS = ("train", "test")
 
-_REPO_DATA = Path(__file__).resolve().parent.parent / "data"
 _CIFAR_BATCHES = "cifar-10-batches-py"         # torchvision.datasets.CIFAR10.base_folder
 _JPEG_FOLDER = "cifar10-jpeg"                  # name of the image-folder copy under the root and the cache
 _JPEG_SOURCE = "CIFAR-10 (JPEG copy)"
@@ -90,6 +92,32 @@ class DataFileError(OSError):
     def __init__(self, message: str, path: str | os.PathLike | None = None):
         super().__init__(message)
         self.path = None if path is None else Path(path)
+
+
+class DataMissing(FileNotFoundError):
+    """A dataset that is neither in the data folder nor downloadable (:func:`load_dataset`).
+
+    ``what``: "MNIST", "Fashion-MNIST" or "CIFAR-10"; ``root``: the data folder it was looked for in;
+    ``expected``: what was looked for there (paths relative to ``root``); ``target``: the folder a
+    download was tried into (None where ``download=False``); ``failure``: why that download failed, one
+    line.  The message is one line in the Python API's terms; the command line words its own from these
+    attributes (``ncmse.cli_checks.data_needed``).
+    """
+
+    def __init__(self, what: str, root: str | os.PathLike, expected: str, *, target: str | os.PathLike | None = None,
+                 failure: str | None = None):
+        self.what, self.root, self.expected = what, Path(root), expected
+        self.target = None if target is None else Path(target)
+        self.failure = failure
+        where = f"{what} is not in {self.root} (expected {expected})"
+        if self.target is None:
+            tried = "; download=False, so nothing was downloaded"
+        else:
+            also = "" if self.target == self.root else f" nor in {self.target}"
+            tried = f"{also}; downloading it into {self.target} failed ({failure})"
+        super().__init__(f"{where}{tried}. To fix: call with download=True on a machine with network access, or "
+                         "pass root=DIR (or set the environment variable NCMSE_DATA_ROOT=DIR) for a folder that "
+                         "holds it, laid out like torchvision's roots (the offline copies of data/README.md are)")
 
 
 def _bad_file(path: Path, problem: str, fix: str = _FIX_DOWNLOAD) -> DataFileError:
@@ -159,11 +187,11 @@ def data_root(root: str | os.PathLike | None = None) -> Path:
     if env:
         path = Path(env).expanduser()
         if not path.is_dir():
-            raise FileNotFoundError(f"NCMSE_DATA_ROOT={env} is not a folder; unset it to download into {_REPO_DATA}, "
+            raise FileNotFoundError(f"NCMSE_DATA_ROOT={env} is not a folder; unset it to download into {paths.DATA}, "
                                     "or point it at a folder laid out like torchvision's roots (MNIST/raw, "
                                     "FashionMNIST/raw, cifar-10-batches-py, or cifar10-jpeg/*.tar.gz)")
         return path
-    return _REPO_DATA
+    return paths.DATA
 
 
 def _check_name_split(name: str, split: str) -> tuple[str, str]:
@@ -185,24 +213,33 @@ def _writable(path: Path) -> bool:
     return os.access(path, os.W_OK | os.X_OK)
 
 
+def _new_folders(*folders: Path) -> list[Path]:
+    """Of ``folders`` and their parents, the ones that do not exist yet, deepest first: what a failed
+    download would leave behind as empty folders (:func:`_remove_empty`)."""
+    missing = []
+    for folder in folders:
+        for f in (folder, *folder.parents):
+            if f.exists() or f in missing:
+                break
+            missing.append(f)
+    return sorted(missing, key=lambda f: len(f.parts), reverse=True)
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove each of ``folders`` (deepest first) that exists and is empty; leave the rest."""
+    for f in folders:
+        try:
+            f.rmdir()
+        except OSError:
+            pass
+
+
 def _reason(err: BaseException, limit: int = 400) -> str:
     """The error as one short line (torchvision's download errors span several lines, one per mirror)."""
     text = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
     if len(text) > limit:
         text = text[:limit - 1] + "…"
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
-
-
-def _missing_message(what: str, root: Path, expected: str, download: bool, failure: str | None) -> str:
-    lines = [f"{what} not found under {root} (expected {expected})."]
-    if failure:
-        lines.append(f"The download failed ({failure}).")
-    elif not download:
-        lines.append("download=False, so nothing was downloaded.")
-    lines.append("To fix: call with download=True on a machine with internet access; or set the environment "
-                 "variable NCMSE_DATA_ROOT (or pass root=...) to a folder holding the files "
-                 f"({expected}); the offline copies described in data/README.md are laid out that way.")
-    return " ".join(lines)
 
 
 def load_dataset(name: str, split: str, *, root: str | os.PathLike | None = None, download: bool = True,
@@ -218,7 +255,8 @@ def load_dataset(name: str, split: str, *, root: str | os.PathLike | None = None
 
     Returns x (N, 1, 28, 28) for MNIST / Fashion-MNIST (N = 60,000 train, 10,000 test) and
     x (N, 3, 32, 32) for CIFAR-10 (N = 50,000 / 10,000), uint8, with labels y (N,) int64.
-    Raises FileNotFoundError, saying what to do, when the data are neither present nor downloadable, and
+    Raises :class:`DataMissing` (a FileNotFoundError), saying what to do, when the data are neither present
+    nor downloadable (after removing the empty folders a failed download left), and
     :class:`DataFileError` when a file is present but damaged (never downloading over it or falling back
     to another copy).
     """
@@ -227,11 +265,15 @@ def load_dataset(name: str, split: str, *, root: str | os.PathLike | None = None
     if key == "cifar10":
         work, may_write = _cifar10_places(root, base, cache_dir)
         return _load_cifar10(base, split, download, work, may_write=may_write)
-    if download and not (root is not None or base.resolve() == _REPO_DATA.resolve()):
+    if download and not (root is not None or base.resolve() == paths.DATA.resolve()):
         try:                                   # an offline root is only read; a download goes to <repo>/data
             return _load_mnist_like(key, base, split, False)
-        except FileNotFoundError:
-            return _load_mnist_like(key, _REPO_DATA, split, True)
+        except DataMissing as first:
+            try:
+                return _load_mnist_like(key, paths.DATA, split, True)
+            except DataMissing as second:      # say where it was looked for first
+                raise DataMissing(first.what, base, first.expected, target=second.target,
+                                  failure=second.failure) from None
     return _load_mnist_like(key, base, split, download)
 
 
@@ -273,8 +315,8 @@ def _check_idx_files(raw: Path) -> None:
 def _cifar10_places(root, base: Path, cache_dir) -> tuple[Path, bool]:
     """For CIFAR-10: the writable work folder (cache, default ``<repo>/data``) and whether the data root
     ``base`` may be written to (only a root passed as an argument, or ``<repo>/data`` itself)."""
-    work = Path(cache_dir).expanduser() if cache_dir is not None else _REPO_DATA
-    return work, root is not None or base.resolve() == _REPO_DATA.resolve()
+    work = Path(cache_dir).expanduser() if cache_dir is not None else paths.DATA
+    return work, root is not None or base.resolve() == paths.DATA.resolve()
 
 
 def describe_source(name: str, *, root: str | os.PathLike | None = None, split: str = "train",
@@ -306,7 +348,7 @@ def describe_source(name: str, *, root: str | os.PathLike | None = None, split: 
     if (base / _CIFAR_BATCHES).is_dir():
         return "CIFAR-10 (python batches)"
     work, may_write = _cifar10_places(root, base, cache_dir)
-    target = base if may_write else _REPO_DATA
+    target = base if may_write else paths.DATA
     if download and (target / _CIFAR_BATCHES).is_dir() and os.access(target, os.W_OK | os.X_OK):
         return "CIFAR-10 (python batches)"
     folder, tarballs = _jpeg_copies(base, split, work)
@@ -324,13 +366,15 @@ def _load_mnist_like(key: str, root: Path, split: str, download: bool) -> Tensor
     from torchvision import datasets
 
     cls, source = (datasets.MNIST, "MNIST") if key == "mnist" else (datasets.FashionMNIST, "Fashion-MNIST")
-    expected = f"the four idx files in {root / cls.__name__ / 'raw'}"
-    _check_idx_files(root / cls.__name__ / "raw")
+    raw = root / cls.__name__ / "raw"
+    _check_idx_files(raw)
+    new = _new_folders(root, raw)          # torchvision creates <root>/<Name>/raw before it downloads
     try:
         ds = cls(root=str(root), train=split == "train", download=download)
     except (URLError, RuntimeError, OSError) as err:
-        failure = _reason(err) if download else None
-        raise FileNotFoundError(_missing_message(source, root, expected, download, failure)) from None
+        _remove_empty(new)
+        raise DataMissing(source, root, f"the four idx files in {cls.__name__}/raw",
+                          target=root if download else None, failure=_reason(err) if download else None) from None
     x = ds.data.to(torch.uint8).unsqueeze(1).contiguous()                 # (N, 1, 28, 28)
     y = ds.targets.to(torch.int64).clone()                                # (N,)
     return Tensors(x, y, list(ds.classes), source, str(Path(ds.raw_folder)))
@@ -371,15 +415,17 @@ def _load_cifar10(root: Path, split: str, download: bool, work: Path, *, may_wri
     from torchvision import datasets
 
     train = split == "train"
-    failure = None
+    failure = target = None
     ds = _read_cifar10_batches(root, train)            # the python batches, if present: no network
     if ds is None and download:
-        target = root if may_write else _REPO_DATA
+        target = root if may_write else paths.DATA
+        new = _new_folders(target)
         if _writable(target):
             try:
                 ds = datasets.CIFAR10(root=str(target), train=train, download=True)
             except (URLError, RuntimeError, OSError) as err:
                 failure = _reason(err)
+                _remove_empty(new)
         else:
             failure = f"{target} is not writable, so no download was tried"
     if ds is not None:
@@ -389,9 +435,9 @@ def _load_cifar10(root: Path, split: str, download: bool, work: Path, *, may_wri
     got = _load_image_folder_copy(root, split, work)
     if got is not None:
         return got
-    expected = (f"the python batches in {root / _CIFAR_BATCHES}, an image folder "
-                f"{root}/<name>/{split}/<class>/*.jpg, or the tarball {root / _JPEG_FOLDER}/*.tar.gz")
-    raise FileNotFoundError(_missing_message("CIFAR-10", root, expected, download, failure))
+    raise DataMissing("CIFAR-10", root, f"the python batches {_CIFAR_BATCHES}, an image folder "
+                      f"<name>/{split}/<class>/*.jpg, or the tarball {_JPEG_FOLDER}/*.tar.gz", target=target,
+                      failure=failure)
 
 
 # ------------------------------------------------------------------------- CIFAR-10 as an image folder

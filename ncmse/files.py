@@ -15,6 +15,7 @@ warning line that names it, so that the caller can recompute it instead of faili
 from __future__ import annotations
 
 import io
+import itertools
 import logging
 import os
 import tempfile
@@ -83,18 +84,45 @@ def atomic_torch_save(obj, path: Path | str) -> Path:
 
 
 def quarantine(path: Path | str, reason: str, *, then: str = "") -> Path:
-    """Move a torn or foreign file aside to ``<path>.corrupt`` (an older one there is replaced) and log
-    one warning line naming both, ``reason`` (what was wrong) and ``then`` (what happens next, e.g.
-    "retraining").  Returns the new location."""
+    """Move a torn or foreign file aside to the first free name of ``<path>.corrupt``,
+    ``<path>.corrupt.1``, ``<path>.corrupt.2``, … (earlier evidence is never replaced) and log one
+    warning line naming both, ``reason`` (what was wrong) and ``then`` (what happens next, e.g.
+    "retraining").  Returns the new location.
+
+    The new name is taken with a hard link, which fails where the name exists, so two processes never
+    pick the same one; where the file system has no hard links (some FUSE and SMB mounts) it is a rename
+    to a name checked to be free.  Where another process moved ``path`` first, nothing is logged."""
     path = Path(path)
-    dest = path.with_name(path.name + ".corrupt")
-    try:
-        os.replace(path, dest)
-    except FileNotFoundError:             # another process moved it first
-        return dest
+    dest = _move_to_free_name(path, path.name + ".corrupt")
+    if dest is None:                      # another process moved it first
+        return path.with_name(path.name + ".corrupt")
     reason = " ".join(str(reason).split())
     if len(reason) > 200:
         reason = reason[:199] + "…"
     log.warning(f"[ncmse] warning: {path} is unreadable ({reason}); moved to {dest}"
                 + (f"; {then}" if then else ""))
     return dest
+
+
+def _move_to_free_name(path: Path, stem: str) -> Path | None:
+    """Move ``path`` to ``stem``, else ``stem.1``, ``stem.2``, … (the first that does not exist, in
+    ``path``'s folder); None where ``path`` is gone."""
+    for n in itertools.count():
+        dest = path.with_name(stem if n == 0 else f"{stem}.{n}")
+        try:
+            os.link(path, dest)
+        except FileExistsError:
+            continue
+        except FileNotFoundError:
+            return None
+        except OSError:                   # no hard links here
+            if dest.exists() or dest.is_symlink():
+                continue
+            try:
+                os.rename(path, dest)
+            except FileNotFoundError:
+                return None
+            return dest
+        path.unlink(missing_ok=True)
+        return dest
+    return None                           # unreachable: itertools.count never ends

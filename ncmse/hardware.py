@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 
 from .files import atomic_write_text
+from .paths import DATA
 
 __all__ = ["capability", "cpu_flags", "native_bf16", "resolve_precision", "channels_last", "measure_layout",
            "LAYOUT_FILE", "PRECISION_REQUESTS"]
@@ -40,7 +41,7 @@ __all__ = ["capability", "cpu_flags", "native_bf16", "resolve_precision", "chann
 #: what a configuration may ask for: a precision, or "auto" (bf16 where native, else fp32)
 PRECISION_REQUESTS = ("auto", "fp32", "bf16")
 #: where layout decisions are remembered (per machine; not committed)
-LAYOUT_FILE = Path(__file__).resolve().parent.parent / "data" / "hardware.json"
+LAYOUT_FILE = DATA / "hardware.json"
 # children of a process that already warned about emulated bf16 (local workers) stay silent
 _WARNED = "NCMSE_BF16_WARNED"
 

@@ -15,7 +15,7 @@ LAYERS = {
     "theory": ("etf", "ufm", "minimizers", "saddles", "optim", "feature_landscape", "losses", "metrics", "collapse",
                "checks"),
     "training": ("config", "hardware", "data", "loader", "models", "train", "files", "fingerprint", "machine",
-                 "threads"),
+                 "threads", "paths"),
     "runs": ("variants", "cache", "executors", "cluster", "study", "stats", "summary", "mean_geometry", "archive",
              "results", "costs", "profiles", "plotting"),
     "site": ("runner", "sitecheck", "layers", "pages", "cli_checks", "__main__"),

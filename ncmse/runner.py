@@ -38,8 +38,8 @@ from pathlib import Path
 import yaml
 
 from . import threads
-from .cache import ROOT
 from .machine import device_description
+from .paths import ROOT
 from .profiles import DEFAULT_PROFILE, check_profile
 
 __all__ = ["ROOT", "toc_files", "is_notebook", "execute_chapter", "downloads_of", "never_executed", "build_book",

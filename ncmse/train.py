@@ -322,7 +322,8 @@ def _code_version() -> str:
     """The git commit of the checkout (with '+dirty' for local changes), or 'unknown'."""
     import subprocess
 
-    root = Path(__file__).resolve().parent.parent
+    from .paths import ROOT as root
+
     try:
         rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
                              timeout=5).stdout.strip()

@@ -89,3 +89,13 @@ def test_the_data_flow_names_modules_that_exist():
     assert set(layers.ROLES) == set(layers.LAYERS)
     named = [m for _, _, mods in layers.DATA_FLOW for m in mods]
     assert set(named) <= modules, f"the data flow names modules that do not exist: {set(named) - modules}"
+
+
+def test_the_repository_root_is_defined_once():
+    """Only ncmse.paths climbs from a module file to the repository; every other module takes its folders
+    from there (a second definition would drift when the package moves)."""
+    climbs = re.compile(r"__file__\)?\.resolve\(\)\.(parent\.parent|parents\[1\])|Path\(__file__\)[^\n]*\.parent\.parent")
+    found = [p.name for p in sorted(PACKAGE.glob("*.py")) if climbs.search(p.read_text())]
+    assert found == ["paths.py"], found
+    from ncmse import paths
+    assert (paths.ROOT / "ncmse" / "paths.py").is_file() and paths.DATA == paths.ROOT / "data"

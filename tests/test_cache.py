@@ -192,21 +192,27 @@ def test_the_same_key_corrupted_again_keeps_every_corrupt_file(tmp_path, caplog,
         assert len(warnings) == 1 and str(path) in warnings[0] and "\n" not in warnings[0], warnings
     kept = {p.name: p.read_bytes() for p in cache.root.glob("*.corrupt*")}
     name = path.name + ".corrupt"
-    assert kept == {f"{name}.1": damages[0], f"{name}.2": damages[1], name: damages[2]}   # oldest first, latest bare
+    assert kept == {name: damages[0], f"{name}.1": damages[1], f"{name}.2": damages[2]}   # in order, none replaced
     assert _same_numbers(json.loads(path.read_text()), json.loads(good))
     assert main(argv) == 0 and capsys.readouterr().out.rstrip().endswith("| True |")
 
 
-def test_keep_earlier_never_overwrites(tmp_path):
-    from ncmse.cache import _keep_earlier
+def test_quarantine_takes_the_first_free_name_and_never_overwrites(tmp_path, caplog):
+    from ncmse.files import quarantine
 
-    corrupt = tmp_path / "k.json.corrupt"
-    assert _keep_earlier(corrupt) is None                               # nothing to keep
-    (tmp_path / "k.json.corrupt.1").write_text("first")
-    corrupt.write_text("second")
-    assert _keep_earlier(corrupt) == tmp_path / "k.json.corrupt.2" and not corrupt.exists()
-    assert (tmp_path / "k.json.corrupt.1").read_text() == "first" and (tmp_path / "k.json.corrupt.2").read_text() == \
-        "second"
+    target = tmp_path / "k.json"
+    (tmp_path / "k.json.corrupt.1").write_text("kept by someone")          # a gap in the names is not filled over
+    moved = []
+    for content in ("first", "second", "third"):
+        target.write_text(content)
+        with caplog.at_level(logging.WARNING):
+            moved.append(quarantine(target, "torn", then="retraining"))
+        assert not target.exists()
+    assert [p.name for p in moved] == ["k.json.corrupt", "k.json.corrupt.2", "k.json.corrupt.3"]
+    assert [p.read_text() for p in moved] == ["first", "second", "third"]
+    assert (tmp_path / "k.json.corrupt.1").read_text() == "kept by someone"
+    assert quarantine(target, "gone") == tmp_path / "k.json.corrupt"        # nothing to move: nothing logged
+    assert len([r for r in caplog.records if r.name == "ncmse.files"]) == 3
 
 
 _CORRUPTER = r"""

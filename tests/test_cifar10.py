@@ -374,7 +374,7 @@ def test_committed_archive_is_well_formed_and_on_the_status_page(tmp_path):
     """Every file committed under data/trained: a complete result named by its key with its provenance
     (archive.load raises on any other), and the status page counts them by study and profile."""
     from ncmse import runner
-    from ncmse.cache import ROOT
+    from ncmse.paths import ROOT
 
     for name in ("deep", "cifar10"):
         for r in archive.load(name, ROOT / "data" / "trained"):

@@ -297,16 +297,14 @@ def _offline(monkeypatch, tmp_path) -> Path:
     import urllib.error
     import urllib.request
 
-    from ncmse import cache as cache_module
-    from ncmse import data
+    from ncmse import paths
 
     def no_network(*a, **k):
         raise urllib.error.URLError("no network in this test")
 
     monkeypatch.setattr(urllib.request, "urlopen", no_network)
     (tmp_path / "repo" / "data").mkdir(parents=True)
-    monkeypatch.setattr(data, "_REPO_DATA", tmp_path / "repo" / "data")
-    monkeypatch.setattr(cache_module, "ROOT", tmp_path / "repo")
+    monkeypatch.setattr(paths, "DATA", tmp_path / "repo" / "data")
     return tmp_path / "repo" / "data"
 
 

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ncmse import data as D
+from ncmse import paths
 from ncmse.data import Tensors, load_dataset
 from ncmse.loader import TensorLoader, balanced_indices, channel_stats, crop_flip, holdout_split, subsample
 
@@ -85,7 +86,9 @@ def test_missing_data_is_a_helpful_file_not_found(name, tmp_path):
     with pytest.raises(FileNotFoundError) as info:
         load_dataset(name, "test", root=tmp_path, download=False)
     msg = str(info.value)
-    assert str(tmp_path) in msg and "NCMSE_DATA_ROOT" in msg and "download=True" in msg
+    assert str(tmp_path) in msg and "NCMSE_DATA_ROOT" in msg and "download=True" in msg and "\n" not in msg
+    assert isinstance(info.value, D.DataMissing) and info.value.target is None and info.value.failure is None
+    assert list(tmp_path.iterdir()) == []            # nothing created in the root
 
 
 @pytest.mark.parametrize("name,module", [("mnist", "mnist"), ("cifar10", "cifar")])
@@ -97,11 +100,15 @@ def test_failed_download_is_a_file_not_found_without_urllib_trace(name, module, 
 
     monkeypatch.setattr(importlib.import_module(f"torchvision.datasets.{module}"), "download_and_extract_archive",
                         offline)
-    with pytest.raises(FileNotFoundError, match="download failed") as info:
-        load_dataset(name, "test", root=tmp_path, download=True)
+    root = tmp_path / "new" / "data"                                   # a root that does not exist yet
+    with pytest.raises(D.DataMissing, match="failed") as info:
+        load_dataset(name, "test", root=root, download=True)
     err = info.value
+    assert isinstance(err, FileNotFoundError) and "\n" not in str(err)
     assert err.__cause__ is None and (err.__suppress_context__ or err.__context__ is None)   # no urllib trace
-    assert "Name or service not known" in str(info.value)
+    assert "Name or service not known" in str(err) and "Name or service not known" in err.failure
+    assert (err.what, err.root, err.target) == ({"mnist": "MNIST", "cifar10": "CIFAR-10"}[name], root, root)
+    assert list(tmp_path.iterdir()) == []            # the folders the failed download created are gone
 
 
 @needs_shared
@@ -148,7 +155,7 @@ def test_cifar10_from_an_image_folder(tmp_path):
     assert torch.equal(ds.y, torch.arange(10).repeat_interleave(2))
     assert torch.equal(ds.x, images.flatten(0, 1))
     assert (tmp_path / "cache" / "cifar10-jpeg" / "test.pt").is_file()
-    with pytest.raises(FileNotFoundError, match="CIFAR-10 not found"):   # no train/ folder
+    with pytest.raises(D.DataMissing, match="CIFAR-10 is not in"):   # no train/ folder
         load_dataset("cifar10", "train", root=tmp_path / "data", download=False, cache_dir=tmp_path / "cache")
 
 
@@ -190,7 +197,7 @@ def test_truncated_idx_file_is_a_data_file_error_not_a_download(tmp_path, monkey
         copy_idx(SHARED / "FashionMNIST" / "raw" / name, raw / name, 5000 if name == "t10k-images-idx3-ubyte" else None)
     bad = raw / "t10k-images-idx3-ubyte"
     repo_data = tmp_path / "repo-data"
-    monkeypatch.setattr(D, "_REPO_DATA", repo_data)
+    monkeypatch.setattr(paths, "DATA", repo_data)
     refuse_downloads(monkeypatch)
     for download in (False, True):
         with pytest.raises(D.DataFileError) as info:
@@ -315,7 +322,8 @@ def test_damaged_decoded_cache_is_moved_aside_and_decoded_again(damage, tmp_path
     assert len(records) == 1 and records[0].levelno == logging.WARNING
     line = records[0].getMessage()
     assert "\n" not in line and str(cache) in line and str(corrupt) in line
-    assert corrupt.read_bytes() == damaged                      # moved aside, replacing the older one
+    assert corrupt.read_bytes() == b"an older one"              # the older one is kept, the new one beside it
+    assert corrupt.with_name("test.pt.corrupt.1").read_bytes() == damaged
     assert torch.load(cache, weights_only=True)["format"] == D._CACHE_FORMAT   # and rebuilt
     caplog.clear()
     with caplog.at_level(logging.WARNING):
@@ -357,7 +365,7 @@ def test_describe_source(tmp_path, monkeypatch):
     from torchvision.io import encode_png, write_file
 
     repo_data = tmp_path / "repo-data"
-    monkeypatch.setattr(D, "_REPO_DATA", repo_data)
+    monkeypatch.setattr(paths, "DATA", repo_data)
     monkeypatch.delenv("NCMSE_DATA_ROOT", raising=False)
     root, cache_dir = tmp_path / "root", tmp_path / "cache"
     root.mkdir()
@@ -396,7 +404,7 @@ def test_describe_source(tmp_path, monkeypatch):
 
 @needs_shared
 def test_describe_source_of_the_offline_copy(tmp_path, monkeypatch):
-    monkeypatch.setattr(D, "_REPO_DATA", tmp_path / "repo-data")
+    monkeypatch.setattr(paths, "DATA", tmp_path / "repo-data")
     tarballs = sorted((SHARED / "cifar10-jpeg").glob("*.tar.gz"))
     if not tarballs:
         pytest.skip(f"no CIFAR-10 JPEG tarball in {SHARED / 'cifar10-jpeg'}")

@@ -19,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from ncmse import cache as cache_module
-from ncmse import cluster, executors
+from ncmse import cluster, executors, paths
 from ncmse import train as train_mod
 from ncmse.cache import ResultsCache
 from ncmse.cluster import Submitit
@@ -197,7 +197,7 @@ def test_the_help_names_the_folder_where_submitit_logs_go(tmp_path, monkeypatch)
     folder = Path(ex.executor(_cache(parser.parse_args(["sweep"]))).folder)
     assert folder.parent == tmp_path / "env" / "submitit"
     monkeypatch.delenv("NCMSE_CACHE")                                   # … else data/ (nothing created)
-    assert cluster.submitit_folder(_cache(parser.parse_args(["sweep"]))) == cache_module.ROOT / "data" / "submitit"
+    assert cluster.submitit_folder(_cache(parser.parse_args(["sweep"]))) == paths.DATA / "submitit"
 
 
 # ------------------------------------------------------------------ a real Slurm job's signals, emulated
