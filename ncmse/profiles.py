@@ -177,11 +177,16 @@ def profile_config(profile: str, study: str = "deep", *, device=None, **changes)
                          step_every=40, gamma=0.1, augment=True, seed=6,
                          nc_epochs=(1, 5) + tuple(range(10, 201, 10)))
     elif profile == LONG_PROFILE:
-        # sized by a probe (lr 0.05, 40 epochs, d = 16, bf16 on 2 AMX cores, 4.3 min a run): cross-entropy fit
-        # its training set (0.9996) by epoch 25, MSE reached 0.986 by epoch 40, so the tuned rates reach higher
-        base = RunConfig(dataset="cifar10", model="cnn", d=16, n_per_class=1000, test_per_class=None, epochs=40,
-                         batch_size=128, lr=0.1, schedule="cosine", precision="auto",
-                         nc_epochs=(1, 5, 10, 20, 30))
+        # sized by probes of MSE at d = 9 and 10 (seed 0, one core each, 2 AMX cores), the loss slowest to fit.
+        # The first version (ReLU on the features, batch 128, 40 epochs, commit 831adfc) left MSE short of the
+        # terminal phase at d >= K-1 (training accuracy 0.97-0.98), and neither 80 epochs, fp32, nor the sum
+        # convention closed it.  Linear features (the UFM's features are unconstrained, not confined to an
+        # orthant) and batch 64 (twice the steps an epoch) for 60 epochs fit 0.997 at lr 0.15, d = 10.  fp32,
+        # not "auto": a study spread over sessions trains the same keys on every machine, bf16 or not (bf16 is
+        # 1.34x faster on AMX, emulated and slower on AVX2).
+        base = RunConfig(dataset="cifar10", model="cnn", d=16, n_per_class=1000, test_per_class=None, epochs=60,
+                         batch_size=64, lr=0.1, schedule="cosine", feature_relu=False, precision="fp32",
+                         nc_epochs=(1, 5, 10, 20, 40))
     elif study == "cifar10":
         # cpu: no NC curve (the chapter draws none); sized so that its 12 runs take a few minutes on 2 AVX2 cores
         sizes = (dict(n_per_class=200, test_per_class=300, epochs=8, batch_size=128, nc_epochs=())
@@ -237,10 +242,11 @@ _CIFAR10 = {
     "cpu": dict(seeds=(0, 1), lrs=(0.05,), tune_ds=(), holdout_per_class=None, alphas=(), Ms=(),
                 rescaled_ds=(), sweep_rescaled="deep", nc_ds=(4, 16), geometry_d=4, linear_seeds=()),
     "paper": dict(_STUDY["paper"], alphas=(), Ms=(), rescaled_ds=(), sweep_rescaled="deep", linear_seeds=()),
-    # long: the claim in its regime on a CPU; learning rates tuned on 500 held-out training images a class;
+    # long: the claim in its regime on a CPU; learning rates tuned on 500 held-out training images a class
+    # (at batch 64 and 60 epochs MSE fit 0.993 of its training set at lr 0.05, d = 9, and 0.997 at lr 0.15, d = 10);
     # the rescaled MSE is the one "Deep networks" chose at cpu (RMSE α=5, M=1), named so that the archived
     # runs do not depend on the deep study's cache
-    "long": dict(seeds=(0, 1), lrs=(0.03, 0.1, 0.3), tune_ds=(4, 16), holdout_per_class=500, alphas=(), Ms=(),
+    "long": dict(seeds=(0, 1), lrs=(0.05, 0.15, 0.3), tune_ds=(4, 16), holdout_per_class=500, alphas=(), Ms=(),
                  rescaled_ds=(), sweep_rescaled=(5.0, 1.0), nc_ds=(4, 16), geometry_d=4, linear_seeds=()),
     # one seed of each loss at the paper's d's, the paper's lr, the paper profile's rescaled MSE
     "gpu": dict(seeds=(0,), lrs=(0.05,), tune_ds=(), holdout_per_class=None, alphas=(), Ms=(), rescaled_ds=(),

@@ -80,10 +80,17 @@ def pool_seeds(results: list[dict]) -> list[dict]:
 
 
 def compare(pooled: list[dict], a: Variant, b: Variant, *, K: int, metric: str = "test",
-            min_gap: float = 0.01) -> list[dict]:
+            min_gap: float = 0.01, feature_relu: bool | None = None) -> list[dict]:
     """Per d, the accuracy gap of ``b`` over ``a`` (b − a) with its standard error over seeds, and
-    whether it is *clear*: larger than both 2 standard errors and ``min_gap`` (one point)."""
-    by = {(r["variant"], r["d"]): r for r in pooled if r["feature_relu"]}
+    whether it is *clear*: larger than both 2 standard errors and ``min_gap`` (one point).
+
+    ``pooled``: rows of :func:`pool_seeds`.  Runs are compared with runs of the same feature layer:
+    ``feature_relu`` picks the rows with (True) or without (False) the feature ReLU; None takes the one
+    kind ``pooled`` holds, and a ValueError where it holds both."""
+    kinds = {r["feature_relu"] for r in pooled}
+    if feature_relu is None and len(kinds) > 1:
+        raise ValueError("runs with and without the feature ReLU: pass feature_relu= to compare one kind")
+    by = {(r["variant"], r["d"]): r for r in pooled if feature_relu is None or r["feature_relu"] == feature_relu}
     out = []
     for d in sorted({d for (v, d) in by if v in (a, b)}):
         if (a, d) not in by or (b, d) not in by or not (by[(a, d)]["n"] and by[(b, d)]["n"]):

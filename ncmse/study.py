@@ -160,13 +160,14 @@ def configs(base: RunConfig, choices: dict[Variant, LRChoice], variants, *, ds, 
             for s in seeds]
 
 
-def curves_only_where_drawn(config: RunConfig, nc_ds, variants) -> RunConfig:
+def curves_only_where_drawn(config: RunConfig, nc_ds, variants, *, feature_relu: bool = True) -> RunConfig:
     """``config`` measuring NC during training (its ``nc_epochs``) only if the chapter draws its curve:
-    a run of one of ``variants`` at a d of ``nc_ds`` with the feature ReLU; every other run measures
+    a run of one of ``variants`` at a d of ``nc_ds`` with the study's feature layer (``feature_relu``,
+    its base run's: the runs without the ReLU that a study adds are not drawn); every other run measures
     NC once, after its last epoch.  Measuring does not change training (evaluation draws no random
     numbers and updates nothing), so the two configurations train the same network; an evaluation
     pass costs about a third of an epoch's steps per image."""
-    drawn = config.feature_relu and config.d in tuple(nc_ds) and Variant.of(config) in tuple(variants)
+    drawn = config.feature_relu == feature_relu and config.d in tuple(nc_ds) and Variant.of(config) in tuple(variants)
     return config if drawn else config.replace(nc_epochs=())
 
 
@@ -227,10 +228,14 @@ def sweep_runs(base: RunConfig, choices: dict, S, *, grid, rescaled, rmse: Varia
     d-sweep (MSE, CE, ``rmse``) × ``grid`` × seeds, the rescaled sweeps (``rescaled`` at
     ``S["rescaled_ds"]``), the runs without the feature ReLU (MSE, CE × ``grid`` × ``S["linear_seeds"]``)],
     each at its chosen rate, NC measured during training only where a chapter draws it."""
+    if S["linear_seeds"] and not base.feature_relu:
+        raise ValueError("linear_seeds adds runs without the feature ReLU to a study whose base run has it; "
+                         "this base run has none")
     parts = [configs(base, choices, [MSE, CE, rmse], ds=grid, seeds=S["seeds"], K=K),
              configs(base, choices, rescaled, ds=S["rescaled_ds"], seeds=S["seeds"], K=K),
              configs(base, choices, [MSE, CE], ds=grid, seeds=S["linear_seeds"], K=K, feature_relu=False)]
-    return [[curves_only_where_drawn(c, S["nc_ds"], (MSE, CE, rmse)) for c in part] for part in parts]
+    return [[curves_only_where_drawn(c, S["nc_ds"], (MSE, CE, rmse), feature_relu=base.feature_relu) for c in part]
+            for part in parts]
 
 
 def run_study(profile: str, *, study: str = "deep", cache: ResultsCache | None = None, device=None,

@@ -94,7 +94,8 @@ def test_the_data_flow_names_modules_that_exist():
 def test_the_repository_root_is_defined_once():
     """Only ncmse.paths climbs from a module file to the repository; every other module takes its folders
     from there (a second definition would drift when the package moves)."""
-    climbs = re.compile(r"__file__\)?\.resolve\(\)\.(parent\.parent|parents\[1\])|Path\(__file__\)[^\n]*\.parent\.parent")
+    climbs = re.compile(r"__file__\)?\.resolve\(\)\.(parent\.parent|parents\[1\])"
+                        r"|Path\(__file__\)[^\n]*\.parent\.parent")
     found = [p.name for p in sorted(PACKAGE.glob("*.py")) if climbs.search(p.read_text())]
     assert found == ["paths.py"], found
     from ncmse import paths

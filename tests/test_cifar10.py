@@ -51,6 +51,9 @@ def test_cifar10_study_settings_are_consistent(profile):
         assert sum(d < K - 1 for d in grid) >= 3 and sum(d >= K - 1 for d in grid) >= 3
         assert len(S["lrs"]) > 1 and base.n_per_class >= 1000 and base.test_per_class is None
         assert base.n_per_class + S["holdout_per_class"] <= 5000          # held-out images come from the training split
+        # the terminal phase: linear features and batch 64; fp32, so that every machine trains the same keys
+        assert not base.feature_relu and base.batch_size == 64 and base.precision == "fp32"
+        assert profile_config(profile, "cifar10", device="cuda").precision == "fp32"
 
 
 @pytest.mark.parametrize("profile", ["gpu", "long"])

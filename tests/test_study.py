@@ -33,9 +33,9 @@ def test_rescaled_variants_are_the_papers_sweeps():
     assert (c.loss, c.alpha, c.M, c.d) == ("rmse", 5.0, 1.0, 3) and Variant.of(c) == Variant("rmse", 5.0, 1.0)
 
 
-def _fake(variant, d, lr=0.1, seed=0, test=0.5, train=0.9, live=None, where="test"):
+def _fake(variant, d, lr=0.1, seed=0, test=0.5, train=0.9, live=None, where="test", relu=True):
     return {"config": {"loss": variant.loss, "alpha": variant.alpha, "M": variant.M, "d": d, "lr": lr,
-                       "seed": seed, "feature_relu": True},
+                       "seed": seed, "feature_relu": relu},
             "test": {"accuracy": test}, "train": {"accuracy": train, "live_units": d if live is None else live},
             "evaluated_on": where}
 
@@ -233,6 +233,24 @@ def test_curves_only_where_drawn_keeps_training_and_drops_intermediate_nc():
     for other in others:
         got = study.curves_only_where_drawn(other, **keep)
         assert got.nc_epochs == () and got.replace(nc_epochs=base.nc_epochs) == other
+
+
+def test_a_study_without_the_feature_relu_compares_and_draws_its_own_runs():
+    """The long CIFAR-10 study's base run has linear features: its runs are compared with each other and
+    keep their NC curves, while a pool of both kinds must say which one it compares."""
+    linear = [_fake(v, d, seed=s, test=t + 0.01 * s, relu=False) for v, t in ((MSE, 0.4), (CE, 0.6))
+              for d in (4, 16) for s in range(2)]
+    comp = stats.compare(stats.pool_seeds(linear), MSE, CE, K=10)
+    assert [(r["d"], r["clear"]) for r in comp] == [(4, True), (16, True)]
+    both = stats.pool_seeds(linear + [_fake(v, 4, seed=s, relu=True) for v in (MSE, CE) for s in range(2)])
+    with pytest.raises(ValueError, match="feature_relu="):
+        stats.compare(both, MSE, CE, K=10)
+    assert [r["d"] for r in stats.compare(both, MSE, CE, K=10, feature_relu=True)] == [4]
+    assert [r["d"] for r in stats.compare(both, MSE, CE, K=10, feature_relu=False)] == [4, 16]
+    base = profile_config("cpu").replace(feature_relu=False)
+    keep = dict(nc_ds=(4, 16), variants=(MSE, CE), feature_relu=False)
+    assert study.curves_only_where_drawn(base.replace(d=4), **keep).nc_epochs == base.nc_epochs
+    assert study.curves_only_where_drawn(base.replace(d=4, feature_relu=True), **keep).nc_epochs == ()
 
 
 @pytest.mark.parametrize("profile", ["smoke", "cpu", "paper"])
