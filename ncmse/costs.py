@@ -41,7 +41,7 @@ def paper_gpu_hours(results: Path = RESULTS) -> float | None:
 @dataclass(frozen=True)
 class Rate:
     """Seconds per training image (one image through one SGD step) of ``model`` on ``machine``, run as
-    ``setup`` (processes × threads; '' on a GPU)."""
+    ``setup`` (processes × threads; '' on a GPU), in ``precision`` ('' where the report does not say)."""
 
     model: str
     machine: str
@@ -49,6 +49,7 @@ class Rate:
     seconds_per_image: float
     source: str                # the benchmark report it comes from
     note: str = ""
+    precision: str = ""
 
     @property
     def device(self) -> str:
@@ -78,28 +79,33 @@ def rates(results: Path = RESULTS) -> list[Rate]:
     precision = results / "precision_cpu.json"
     if precision.exists():
         r = json.loads(precision.read_text())
-        bf16 = sorted(x["seconds"] for x in r["runs"] if x["precision"] == "bf16")
         images = r["base"]["epochs"] * r["base"]["n_per_class"] * 10
-        out.append(Rate("cnn", r["machine"], "1 process × 1 thread", bf16[len(bf16) // 2] / images,
-                        precision.name, "bf16, the median run of the precision check"))
+        for p in ("bf16", "fp32"):
+            seconds = sorted(x["seconds"] for x in r["runs"] if x["precision"] == p)
+            out.append(Rate("cnn", r["machine"], "1 process × 1 thread", seconds[len(seconds) // 2] / images,
+                            precision.name, f"{p}, the median run of the precision check", p))
     deep = results / "device_deep_check_h200.json"
     if deep.exists():
         r = json.loads(deep.read_text())
         out.append(Rate("resnet18", r["gpu"], "", r["seconds_per_image"], deep.name,
-                        "fp32, batch 128, runs of 2 epochs on 5,000 images"))
+                        "fp32, batch 128, runs of 2 epochs on 5,000 images", "fp32"))
     return out
 
 
 def cost_rows(results: Path = RESULTS) -> list[dict]:
     """One row per study, profile and matching rate: the plan, and the hours it takes at that rate on
-    ``device`` (the machine and ``setup``, its processes × threads; '' on a GPU)."""
+    ``device`` (the machine and ``setup``, its processes × threads; '' on a GPU).  A rate matches the
+    profile's model, and its precision where a rate of that precision was measured (precision "auto"
+    resolved on this machine)."""
     rows = []
     known = rates(results)
     for name in STUDIES:
         for profile in study_profiles(name):
             p = plan(profile, name)
-            model = profile_config(profile, name).model
+            config = profile_config(profile, name)
+            model = config.model
             matching = [r for r in known if r.model == model]
+            matching = [r for r in matching if r.precision == config.precision] or matching
             base = {"study": name, "profile": profile, "model": model, "runs": p.runs, "tuning": p.tuning,
                     "test": p.test, "epochs": p.epochs, "images": p.images, "image_epochs": p.image_epochs}
             if not matching:

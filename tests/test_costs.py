@@ -100,3 +100,20 @@ def test_step_breakdown_shares_and_floor_follow_the_report(tmp_path):
     (tmp_path / costs.STEP_REPORT).write_text(json.dumps(report))
     text = costs.step_breakdown(tmp_path).sentence()
     assert "took 15 s to compile" in text and "0.90× eager's time, 0.30 s of a run" in text
+
+
+def test_a_profile_is_costed_at_the_rate_of_its_precision(tmp_path):
+    """The precision check measures the small CNN in both precisions; the long study trains in fp32, the
+    quick ones in "auto", so each row takes the rate of its own precision (any rate where none matches)."""
+    runs = [{"precision": p, "seconds": s} for p, s in (("fp32", 40.0), ("bf16", 20.0), ("fp32", 42.0),
+                                                       ("bf16", 22.0), ("fp32", 44.0), ("bf16", 24.0))]
+    (tmp_path / "precision_cpu.json").write_text(json.dumps({"machine": "Test CPU", "runs": runs,
+                                                             "base": {"epochs": 2, "n_per_class": 10}}))
+    known = {r.precision: r.seconds_per_image for r in costs.rates(tmp_path)}
+    assert known == {"fp32": 42.0 / 200, "bf16": 22.0 / 200}
+    rows = {(r["study"], r["profile"]): r for r in costs.cost_rows(tmp_path)}
+    long = rows[("cifar10", "long")]
+    assert "fp32" in long["source"] and math.isclose(long["hours"], long["image_epochs"] * 42.0 / 200 / 3600)
+    quick = rows[("cifar10", "cpu")]
+    assert costs.profile_config("cpu", "cifar10").precision in quick["source"]
+    assert rows[("deep", "cpu")]["source"] == "no rate measured for this model"       # no mlp rate in tmp_path
