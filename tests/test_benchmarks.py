@@ -98,3 +98,29 @@ def test_interrupt_drill_damages_files_and_its_committed_report_is_on_the_status
     assert report["summary"]["result"] == drill.summary(report)["result"]
     table = runner._drill_table(BENCHMARKS.parent)
     assert table.count("| yes | no |") == len(drill.DAMAGES)
+
+
+def test_page_numbers_tells_a_changed_number_from_a_changed_duration(tmp_path, monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    sys.modules.pop("page_numbers", None)
+    import page_numbers
+
+    def notebook(folder, accuracy, seconds):
+        cells = [{"cell_type": "code", "execution_count": 1, "source": "", "outputs": [
+            {"output_type": "stream", "name": "stdout", "text": [f"accuracy {accuracy} after {seconds} s\n"]},
+            {"output_type": "stream", "name": "stderr", "text": [f"epoch 3/{seconds}\n"]},        # a progress bar
+            {"output_type": "display_data",
+             "data": {"text/markdown": f"finished 2026-12-0{seconds % 9 + 1} 10:00 UTC"}}]}]
+        (folder / "book").mkdir(parents=True)
+        (folder / "book" / "ch.ipynb").write_text(json.dumps({"cells": cells}))
+
+    notebook(tmp_path / "a", 0.512, 3)
+    notebook(tmp_path / "b", 0.512, 7)
+    notebook(tmp_path / "c", 0.513, 3)
+    assert page_numbers.main([str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+    assert "book/ch.ipynb: SAME" in capsys.readouterr().out
+    assert page_numbers.main([str(tmp_path / "a"), str(tmp_path / "c")]) == 1
+    out = capsys.readouterr().out
+    assert "DIFFER" in out and "0.512" in out and "0.513" in out
+    assert page_numbers.main([str(tmp_path / "a"), str(tmp_path / "missing")]) == 1
+    assert "MISSING" in capsys.readouterr().out
