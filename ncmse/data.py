@@ -47,16 +47,8 @@ import torch
 from . import paths
 from .files import atomic_torch_save, quarantine
 
-__all__ = [
-    "DATASETS",
-    "SPLITS",
-    "Tensors",
-    "DataFileError",
-    "DataMissing",
-    "data_root",
-    "load_dataset",
-    "describe_source",
-]
+__all__ = ["DATASETS", "SPLITS", "Tensors", "DataFileError", "DataMissing", "data_root", "load_dataset",
+           "describe_source"]
 
 DATASETS = ("mnist", "fashion_mnist", "cifar10")
 SPLITS = ("train", "test")
@@ -104,7 +96,7 @@ class DataMissing(FileNotFoundError):
     attributes (``ncmse.cli_checks.data_needed``).
     """
 
-    def __init__(self, what: str, root: str | os.PathLike, expected: str, *, target: str | os.PathLike | None = None,
+    def __init__(self, what: str, root: str | os.PathLike, expected: str, target: str | os.PathLike | None = None,
                  failure: str | None = None):
         self.what, self.root, self.expected = what, Path(root), expected
         self.target = None if target is None else Path(target)
@@ -118,6 +110,9 @@ class DataMissing(FileNotFoundError):
         super().__init__(f"{where}{tried}. To fix: call with download=True on a machine with network access, or "
                          "pass root=DIR (or set the environment variable NCMSE_DATA_ROOT=DIR) for a folder that "
                          "holds it, laid out like torchvision's roots (the offline copies of data/README.md are)")
+
+    def __reduce__(self):                 # picklable: a local worker's error reaches the driver process
+        return type(self), (self.what, self.root, self.expected, self.target, self.failure)
 
 
 def _bad_file(path: Path, problem: str, fix: str = _FIX_DOWNLOAD) -> DataFileError:

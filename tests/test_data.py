@@ -5,6 +5,7 @@ Nothing here uses the network: the datasets come from the read-only offline copi
 """
 
 import os
+import pickle
 import time
 from pathlib import Path
 from urllib.error import URLError
@@ -109,6 +110,8 @@ def test_failed_download_is_a_file_not_found_without_urllib_trace(name, module, 
     assert "Name or service not known" in str(err) and "Name or service not known" in err.failure
     assert (err.what, err.root, err.target) == ({"mnist": "MNIST", "cifar10": "CIFAR-10"}[name], root, root)
     assert list(tmp_path.iterdir()) == []            # the folders the failed download created are gone
+    again = pickle.loads(pickle.dumps(err))          # a local worker's error reaches the driver whole
+    assert type(again) is D.DataMissing and str(again) == str(err) and again.failure == err.failure
 
 
 @needs_shared
