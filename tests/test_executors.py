@@ -393,3 +393,27 @@ def test_a_job_cancelled_while_pending_ends_the_wait_without_sacct(tmp_path, fak
     assert isinstance(cancelled, cluster.RunsCancelled), cancelled
     assert [(c.key(), job_id) for c, job_id in cancelled.runs] == [(LONG.key(), "1")]
     assert "Slurm job 1" in str(cancelled) and LONG.key() in str(cancelled)
+
+
+def test_sigterm_to_the_driver_alone_stops_the_local_workers_at_once(tmp_path):
+    """`kill`, `timeout` and schedulers signal the driver, not its workers: the runs in flight stop with it
+    (no result written, checkpoints left to resume from) instead of training on to their end."""
+    cmd = [sys.executable, "-m", "ncmse", "sweep", "--profile", "smoke", "--loss", "mse", "ce", "--d", "4",
+           "--epochs", "400", "--n-per-class", "200", "--executor", "local", "--workers", "2", "--device", "cpu",
+           "--data-root", str(DATA_ROOT), "--cache", str(tmp_path), "--quiet"]
+    proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    ckpts = tmp_path / "checkpoints"
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list(ckpts.glob("*.pt"))) < 2 and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()
+    proc.send_signal(signal.SIGTERM)                            # the driver alone, not its process group
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 143 and "interrupted (SIGTERM)" in err, err
+    assert "Traceback" not in err and "InvalidStateError" not in err, err
+    assert not list((tmp_path / "results").glob("*.json"))     # neither run trained on to its end …
+    before = {p: p.stat().st_mtime_ns for p in ckpts.glob("*.pt")}
+    time.sleep(2.0)
+    assert {p: p.stat().st_mtime_ns for p in ckpts.glob("*.pt")} == before      # … nor goes on training
+    assert all(1 <= torch.load(p, weights_only=True)["epoch"] < 400 for p in before)   # each can resume
