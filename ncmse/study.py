@@ -213,8 +213,9 @@ class StudyResults:
             return f"None of the {len(self.unique_runs)} runs above diverged."
         names = "; ".join(f"{Variant.of(r['config']).label} d={r['config']['d']} seed={r['config']['seed']} "
                           f"lr={r['config']['lr']:g}" for r in bad[:6]) + ("; …" if len(bad) > 6 else "")
-        return (f"{len(bad)} of the {len(self.unique_runs)} runs diverged (the training loss stopped being finite) "
-                f"and are left out of the means and counted as missing seeds: {names}.")
+        pronoun = "it is" if len(bad) == 1 else "they are"
+        return (f"{len(bad)} of the {len(self.unique_runs)} runs diverged (the training loss stopped being finite), "
+                f"and {pronoun} left out of the means and counted as missing seeds: {names}.")
 
     def summary(self):
         """The numbers, tables and sentences of the chapter computed from these results."""

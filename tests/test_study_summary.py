@@ -381,3 +381,16 @@ def test_gap_profile_reads_the_comparison_across_k_minus_1():
     assert not StudySummary.gap_profile(s).grows_as_d_shrinks
     assert GapProfile((), ((16, -0.01, False),), False, None).sentence() == \
         "At and above K − 1 by -0.010 (0 of 1 clear)."
+
+
+def test_divergence_summary_names_the_diverged_runs_in_singular_and_plural():
+    res = _results()
+    n = len(res.unique_runs)
+    assert res.divergence_summary() == f"None of the {n} runs above diverged."
+    res.runs[0]["diverged"] = {"epoch": 1, "batch": 16, "loss": "inf"}
+    one = res.divergence_summary()
+    assert one.startswith(f"1 of the {n} runs diverged") and ", and it is left out" in one
+    assert f"d={res.runs[0]['config']['d']} seed={res.runs[0]['config']['seed']}" in one
+    res.runs[1]["diverged"] = {"epoch": 2, "batch": 0, "loss": "nan"}
+    two = res.divergence_summary()
+    assert two.startswith(f"2 of the {n} runs diverged") and ", and they are left out" in two
