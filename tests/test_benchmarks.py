@@ -124,3 +124,38 @@ def test_page_numbers_tells_a_changed_number_from_a_changed_duration(tmp_path, m
     assert "DIFFER" in out and "0.512" in out and "0.513" in out
     assert page_numbers.main([str(tmp_path / "a"), str(tmp_path / "missing")]) == 1
     assert "MISSING" in capsys.readouterr().out
+
+
+needs_cifar = pytest.mark.skipif(not (DATA / "cifar10-jpeg").exists() and not (DATA / "cifar-10-batches-py").exists(),
+                                 reason=f"CIFAR-10 not under {DATA}")
+
+
+@needs_cifar
+def test_reproduce_archived_trains_a_run_again_and_tells_a_changed_archive(tmp_path, monkeypatch, capsys):
+    from ncmse import archive
+    from ncmse.cache import ResultsCache, run
+    from ncmse.profiles import profile_config
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    sys.modules.pop("reproduce_archived", None)
+    import reproduce_archived
+
+    tiny = profile_config("smoke", "cifar10").replace(n_per_class=8, test_per_class=4, epochs=1, nc_epochs=(), d=4)
+    runs = [run(tiny.replace(seed=s), cache=ResultsCache(tmp_path / "cache"), progress=False, data_root=DATA,
+                device="cpu") for s in (0, 1)]
+    (path0, _) = archive.export(runs, "cifar10", tmp_path / "trained")
+    args = ["--study", "cifar10", "--root", str(tmp_path / "trained"), "--data-root", str(DATA), "--out", str(tmp_path)]
+    assert reproduce_archived.main(args + ["--seed", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "REPRODUCED" in out and "bit-identical: test True" in out
+    report = json.loads(next(tmp_path.glob("reproduce_*.json")).read_text())
+    assert report["trained"] and report["W_max_abs_diff"] == 0.0
+    assert report["fingerprint"]["archived"] == report["fingerprint"]["now"]
+    assert reproduce_archived.main(args) == 2                                 # two runs match: it asks to narrow
+    assert "2 archived runs match" in capsys.readouterr().err
+    entry = json.loads(path0.read_text())                                     # an archive that no longer matches
+    entry["W"][0][0] += 1e-3
+    path0.write_text(json.dumps(entry))
+    assert reproduce_archived.main(args + ["--seed", "0"]) == 1
+    out = capsys.readouterr().out
+    assert "NOT REPRODUCED" in out and "W False" in out and "test True" in out
