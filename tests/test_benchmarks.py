@@ -2,11 +2,11 @@
 never asserted)."""
 
 import json
-import os
 import sys
 from pathlib import Path
 
 import pytest
+from offline_data import DATA_ROOT, needs_cifar, needs_fashion
 
 from ncmse import costs, study
 
@@ -32,8 +32,8 @@ def test_gpu_throughput_runs_on_cpu_at_smoke_size(tmp_path, monkeypatch, capsys)
     assert report["summary"]["script"] == "benchmarks/gpu_throughput.py"
 
 
-DATA = Path(os.environ.get("NCMSE_DATA_ROOT", BENCHMARKS.parent.parent / "shared" / "data"))
-needs_data = pytest.mark.skipif(not (DATA / "FashionMNIST" / "raw").exists(), reason=f"Fashion-MNIST not under {DATA}")
+DATA = DATA_ROOT
+needs_data = needs_fashion
 
 
 @needs_data
@@ -124,10 +124,6 @@ def test_page_numbers_tells_a_changed_number_from_a_changed_duration(tmp_path, m
     assert "DIFFER" in out and "0.512" in out and "0.513" in out
     assert page_numbers.main([str(tmp_path / "a"), str(tmp_path / "missing")]) == 1
     assert "MISSING" in capsys.readouterr().out
-
-
-needs_cifar = pytest.mark.skipif(not (DATA / "cifar10-jpeg").exists() and not (DATA / "cifar-10-batches-py").exists(),
-                                 reason=f"CIFAR-10 not under {DATA}")
 
 
 @needs_cifar

@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from offline_data import DATA_ROOT
+from offline_data import needs_fashion as needs_data
 
 from ncmse import fingerprint
 from ncmse import train as train_mod
@@ -26,10 +28,6 @@ from ncmse.config import RunConfig
 from ncmse.files import atomic_write_text, quarantine
 from ncmse.profiles import profile_config
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-DATA_ROOT = Path(os.environ.get("NCMSE_DATA_ROOT", SHARED))
-needs_data = pytest.mark.skipif(not (DATA_ROOT / "FashionMNIST" / "raw").exists(),
-                                reason=f"Fashion-MNIST not found under {DATA_ROOT}")
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = profile_config("smoke")
 

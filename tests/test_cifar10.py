@@ -3,11 +3,10 @@ values, and the archive of committed GPU results (ncmse.config, ncmse.train, ncm
 
 import json
 import math
-import os
-from pathlib import Path
 
 import pytest
 import torch
+from offline_data import DATA_ROOT, needs_cifar, needs_fashion
 
 import ncmse.study as study
 from ncmse import archive, stats
@@ -17,14 +16,6 @@ from ncmse.config import RunConfig
 from ncmse.profiles import d_grid, profile_config, study_settings
 from ncmse.train import train
 from ncmse.variants import CE, MSE, Variant
-
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-DATA_ROOT = Path(os.environ.get("NCMSE_DATA_ROOT", SHARED))
-needs_cifar = pytest.mark.skipif(not (DATA_ROOT / "cifar10-jpeg").exists() and
-                                 not (DATA_ROOT / "cifar-10-batches-py").exists(),
-                                 reason=f"CIFAR-10 not found under {DATA_ROOT}")
-needs_fashion = pytest.mark.skipif(not (DATA_ROOT / "FashionMNIST" / "raw").exists(),
-                                   reason=f"Fashion-MNIST not found under {DATA_ROOT}")
 
 
 @pytest.mark.parametrize("profile", ["smoke", "cpu", "paper", "gpu", "long"])

@@ -5,14 +5,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+from offline_data import DATA_ROOT
+from offline_data import needs_fashion as needs_data
 
 from ncmse import executors
 from ncmse.__main__ import main
-
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-DATA_ROOT = Path(os.environ.get("NCMSE_DATA_ROOT", SHARED))
-needs_data = pytest.mark.skipif(not (DATA_ROOT / "FashionMNIST" / "raw").exists(),
-                                reason=f"Fashion-MNIST not found under {DATA_ROOT}")
 
 
 def _run(argv, capsys) -> tuple[int, str, str]:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from offline_data import DATA_ROOT, needs_fashion
 from tqdm import tqdm
 
 from ncmse import cache as cache_module
@@ -28,10 +29,7 @@ from ncmse.executors import Local, Sequential, sweep
 from ncmse.profiles import profile_config
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-DATA_ROOT = Path(os.environ.get("NCMSE_DATA_ROOT", SHARED))
-pytestmark = pytest.mark.skipif(not (DATA_ROOT / "FashionMNIST" / "raw").exists(),
-                                reason=f"Fashion-MNIST not found under {DATA_ROOT}")
+pytestmark = needs_fashion
 SMOKE = profile_config("smoke")
 CONFIGS = [SMOKE.replace(d=3), SMOKE.replace(d=5, loss="ce"), SMOKE.replace(d=3, seed=1)]
 COMPARED = ("history", "train", "test", "W", "b", "diverged", "validity")

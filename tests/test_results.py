@@ -4,21 +4,18 @@ the documented columns, one row per run and one per (run, epoch), NC4_ncc tracke
 Runs train at the smoke profile on Fashion-MNIST from the offline copy (a few seconds each)."""
 
 import math
-import os
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from offline_data import DATA_ROOT
+from offline_data import needs_fashion as needs_data
 
 from ncmse import results as R
 from ncmse.__main__ import main
 from ncmse.cache import ResultsCache, run
 from ncmse.profiles import profile_config
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-DATA_ROOT = Path(os.environ.get("NCMSE_DATA_ROOT", SHARED))
-needs_data = pytest.mark.skipif(not (DATA_ROOT / "FashionMNIST" / "raw").exists(),
-                                reason=f"Fashion-MNIST not found under {DATA_ROOT}")
 SMOKE = profile_config("smoke")
 CONFIGS = [SMOKE.replace(d=4, loss="ce"), SMOKE.replace(d=9, nc_epochs=(1, 2), epochs=2),
            SMOKE.replace(lr=1e5)]                                        # the last one diverges

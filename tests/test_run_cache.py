@@ -1,21 +1,16 @@
 """Run configurations, the results cache, and training with resume (needs ../shared/data for MNIST)."""
 
 import json
-import os
-from pathlib import Path
 
 import pytest
 import torch
+from offline_data import DATA_ROOT
+from offline_data import needs_fashion as needs_data
 
 from ncmse.__main__ import sweep_configs
 from ncmse.cache import ResultsCache, run
 from ncmse.config import RunConfig
 from ncmse.profiles import d_grid, profile_config
-
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-DATA_ROOT = Path(os.environ.get("NCMSE_DATA_ROOT", SHARED))
-needs_data = pytest.mark.skipif(not (DATA_ROOT / "FashionMNIST" / "raw").exists(),
-                                reason=f"Fashion-MNIST not found under {DATA_ROOT}")
 
 
 @pytest.mark.parametrize("kw,match", [

@@ -2,11 +2,11 @@
 and the trained class-mean geometry against the UFM (ncmse.study, ncmse.mean_geometry)."""
 
 import math
-import os
-from pathlib import Path
 
 import pytest
 import torch
+from offline_data import DATA_ROOT
+from offline_data import needs_fashion as needs_data
 
 import ncmse.data
 import ncmse.study as study
@@ -17,11 +17,6 @@ from ncmse.mean_geometry import class_mean_geometry
 from ncmse.profiles import d_grid, profile_config, study_settings
 from ncmse.ufm import UFM
 from ncmse.variants import CE, MSE, Variant
-
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-DATA_ROOT = Path(os.environ.get("NCMSE_DATA_ROOT", SHARED))
-needs_data = pytest.mark.skipif(not (DATA_ROOT / "FashionMNIST" / "raw").exists(),
-                                reason=f"Fashion-MNIST not found under {DATA_ROOT}")
 
 
 def test_rescaled_variants_are_the_papers_sweeps():
